@@ -1,0 +1,1 @@
+"""The Kubernetes sandbox backend: one hardened pod per terminal."""

@@ -1,0 +1,254 @@
+"""The terminal manager JupyterLab's stock Terminal talks to, backed by sandboxes.
+
+Plugged in through ``TerminalsExtensionApp.terminal_manager_class``, so the stock
+REST API, websocket, auth resource, culler and activity tracking stay in charge;
+what changes is what a "terminal" is (:class:`SandboxTerminal`) and that creating
+and deleting one never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import secrets
+import typing as t
+
+from jupyter_server._tz import isoformat
+from jupyter_server_terminals.terminalmanager import RUNNING_TOTAL, TerminalManager
+from tornado import web
+from traitlets import Enum, Float, Integer, Unicode, default
+
+from ..sandbox.base import SandboxBackend
+from ..sandbox.spec import SandboxSpec
+from .buffers import InlineExecutor
+from .terminal import SandboxTerminal
+
+_NAME = re.compile(r"^\w+$")
+BACKEND_ENV = "CLAUDE_PODS_BACKEND"
+
+
+class SandboxTerminalManager(TerminalManager):
+    """Each terminal is a sandbox session; see :mod:`jupyter_claude_pods.terminals.terminal`."""
+
+    backend = Enum(
+        ["auto", "kubernetes", "local"],
+        "auto",
+        config=True,
+        help=f"""Where sandboxes run. ``kubernetes``: a pod per terminal. ``local``: a
+        bubblewrap sandbox on this machine. ``auto``: kubernetes when a kubeconfig or an
+        in-cluster configuration is found, else local. The environment variable
+        ``{BACKEND_ENV}`` overrides this setting.""",
+    )
+    max_sandboxes = Integer(
+        50, config=True, help="Most sandboxes this server runs at once (all users); 0 = no cap."
+    )
+    max_sandboxes_per_user = Integer(
+        3, config=True, help="Most sandboxes one user may run at once; 0 = no cap."
+    )
+    replay_buffer_chars = Integer(
+        1 << 20,
+        config=True,
+        help="Characters of recent output kept per terminal and replayed when a browser reconnects.",
+    )
+    coalesce_interval = Float(
+        0.005,
+        config=True,
+        help="""Seconds over which bursts of output are merged into one websocket message.
+        The first output after a quiet spell is always sent at once.""",
+    )
+    default_owner = Unicode(
+        config=True,
+        help="Owner of terminals created without an authenticated user (the server's user).",
+    )
+
+    @default("default_owner")
+    def _default_owner(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        kwargs.setdefault("blocking_io_executor", InlineExecutor())
+        super().__init__(**kwargs)
+        self.terminals: dict[str, SandboxTerminal] = {}  # type: ignore[assignment]
+        self.sandbox_backend = self._make_backend()
+        self._reaping: set[asyncio.Task[None]] = set()
+        self._started: asyncio.Task[None] | None = None
+
+    def _make_backend(self) -> SandboxBackend:
+        from ..sandbox.kubernetes.client import cluster_configured
+
+        choice = os.environ.get(BACKEND_ENV, "").strip().lower() or self.backend
+        if choice not in ("auto", "kubernetes", "local"):
+            self.log.warning(
+                "claude-pods: ignoring %s=%r (not auto|kubernetes|local)", BACKEND_ENV, choice
+            )
+            choice = self.backend
+        if choice == "auto":
+            choice = "kubernetes" if cluster_configured() else "local"
+        if choice == "kubernetes":
+            from ..sandbox.kubernetes.backend import KubernetesBackend
+
+            return KubernetesBackend(parent=self)
+        from ..sandbox.unavailable import UnavailableBackend
+
+        return UnavailableBackend(parent=self)
+
+    async def ensure_started(self) -> None:
+        """Start the backend and delete leftovers of a previous run, exactly once.
+
+        Every sandbox start awaits this, so the orphan sweep can never delete a pod of
+        a terminal of this run.
+        """
+        if self._started is None:
+            self._started = asyncio.create_task(self._startup())
+        await asyncio.shield(self._started)
+
+    async def _startup(self) -> None:
+        await self.sandbox_backend.startup()
+        try:
+            swept = await self.sandbox_backend.sweep()
+        except Exception:
+            self.log.exception("claude-pods: sweeping leftover sandboxes failed")
+        else:
+            if swept:
+                self.log.warning(
+                    "claude-pods: removed %d sandbox(es) left by an earlier run", swept
+                )
+
+    # ------------------------------------------------------------------ the stock API
+
+    def create(self, **kwargs: t.Any) -> dict[str, t.Any]:
+        """Register a terminal and start its sandbox in the background.
+
+        Synchronous like the stock manager (the REST handler does not await it), which
+        also makes the cap check and the registration atomic: nothing else runs on the
+        event loop in between.
+        """
+        owner = str(kwargs.pop("owner", None) or self.default_owner)
+        name = kwargs.get("name") or self._next_name()
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise web.HTTPError(400, "terminal name must be letters, digits or '_'")
+        existing = self.terminals.get(name)
+        if existing is not None:
+            if existing.owner != owner:
+                raise web.HTTPError(409, f"terminal name {name} is in use")
+            return self.get_terminal_model(name)
+        self._check_caps(owner)
+        spec = SandboxSpec(session_id=secrets.token_hex(4), user=owner, terminal=name)
+        term = SandboxTerminal(
+            name,
+            owner,
+            spec,
+            self.sandbox_backend,
+            ready=self.ensure_started,
+            on_exit=self._on_session_end,
+            log=self.log,
+            replay_chars=self.replay_buffer_chars,
+            coalesce_interval=self.coalesce_interval,
+        )
+        self.terminals[name] = term
+        term.start()
+        RUNNING_TOTAL.inc()
+        self._initialize_culler()
+        self.log.info("claude-pods: terminal %s created for user %s", name, owner)
+        return self.get_terminal_model(name)
+
+    def _next_name(self) -> str:
+        i = 1
+        while str(i) in self.terminals:
+            i += 1
+        return str(i)
+
+    def _check_caps(self, owner: str) -> None:
+        active = [term for term in self.terminals.values() if term.active]
+        if self.max_sandboxes and len(active) >= self.max_sandboxes:
+            raise web.HTTPError(
+                429, f"this server already runs its maximum of {self.max_sandboxes} sandboxes"
+            )
+        mine = sum(1 for term in active if term.owner == owner)
+        if self.max_sandboxes_per_user and mine >= self.max_sandboxes_per_user:
+            raise web.HTTPError(
+                429,
+                f"you already have {mine} sandbox terminals open (the limit is "
+                f"{self.max_sandboxes_per_user}); close one first",
+            )
+
+    def get_terminal(self, term_name: str) -> SandboxTerminal:  # type: ignore[override]
+        """The existing terminal; unlike terminado, never create a local PTY for a new name."""
+        self._check_terminal(term_name)
+        return self.terminals[term_name]
+
+    def get_terminal_model(self, name: str) -> dict[str, t.Any]:
+        self._check_terminal(name)
+        term = self.terminals[name]
+        return {
+            "name": name,
+            "last_activity": isoformat(term.last_activity),
+            "claude_pods": {
+                "state": term.state,
+                "reason": term.reason,
+                "sandbox": term.sandbox.name if term.sandbox else None,
+            },
+        }
+
+    def list_for(self, owner: str | None) -> list[dict[str, t.Any]]:
+        """Models of the terminals of ``owner`` (all of them for ``None``)."""
+        models = [
+            self.get_terminal_model(name)
+            for name, term in self.terminals.items()
+            if owner is None or term.owner == owner
+        ]
+        RUNNING_TOTAL.set(len(self.terminals))
+        return models
+
+    def list(self) -> list[dict[str, t.Any]]:
+        return self.list_for(None)
+
+    async def terminate(self, name: str, force: bool = False) -> None:
+        """Forget the terminal now; its sandbox is deleted in the background.
+
+        terminado's own terminate sleeps on the event loop between signals (about 1 s
+        of frozen terminals per 10 deletions); here nothing waits on the loop.
+        """
+        self._check_terminal(name)
+        term = self.terminals.pop(name)
+        RUNNING_TOTAL.dec()
+        term.disconnect_clients()
+        self._reap(term)
+        self.log.info("claude-pods: terminal %s of user %s terminated", name, term.owner)
+
+    async def terminate_all(self) -> None:
+        """Terminate every terminal and wait until their sandboxes are deleted."""
+        for name in list(self.terminals):
+            await self.terminate(name, force=True)
+        await self.wait_reaped()
+
+    async def wait_reaped(self) -> None:
+        """Wait for every pending sandbox deletion."""
+        while self._reaping:
+            await asyncio.gather(*self._reaping, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Delete every sandbox and close the backend (server stop)."""
+        await self.terminate_all()
+        if self._culler_callback is not None:
+            self._culler_callback.stop()
+        await self.sandbox_backend.shutdown()
+
+    def _reap(self, term: SandboxTerminal) -> None:
+        task = asyncio.create_task(term.aclose())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    def _on_session_end(self, term: SandboxTerminal) -> None:
+        """The program exited (the terminal goes away, as a local shell's would) or failed.
+
+        A failed terminal stays listed so the person can read why; its sandbox is
+        deleted at once either way.
+        """
+        if term.state == "exited" and self.terminals.get(term.term_name) is term:
+            del self.terminals[term.term_name]
+            RUNNING_TOTAL.dec()
+            term.disconnect_clients()
+        self._reap(term)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from .stream import ChannelWsApiClient
 
@@ -30,7 +29,7 @@ def in_cluster() -> bool:
 
 def kubeconfig_paths(explicit: str = "") -> list[Path]:
     """The kubeconfig files that exist, in the order kubectl would read them."""
-    raw = explicit or os.environ.get("KUBECONFIG", "") or KUBE_CONFIG_DEFAULT_LOCATION
+    raw = explicit or os.environ.get("KUBECONFIG", "") or "~/.kube/config"
     paths = [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
     return [p for p in paths if p.is_file()]
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run lint, type checks and the tests.
+# Usage: scripts/test.sh [pytest args...]      (CI runs it through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests use, installed only when missing (root or sudo needed).
+missing=()
+command -v stty >/dev/null || missing+=(coreutils)
+command -v bash >/dev/null || missing+=(bash)
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | { grep -v "is ignored" || true; }
+.venv/bin/python -c "import jupyter_claude_pods, kubernetes_validate, pytest_jupyter" # fail loudly if the install failed
+
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; exec .venv/bin/pytest "$@"

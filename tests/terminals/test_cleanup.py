@@ -86,3 +86,28 @@ async def test_caps_hold_under_concurrent_creates(jp_fetch: Any, fake_kube: Any)
     await fake_kube.wait_for(lambda api: len(pods_in_namespace(api)) == 2)
     listed = json.loads((await jp_fetch("api", "terminals")).body)
     assert len(listed) == 2
+
+
+async def test_orphans_appearing_later_are_reconciled(
+    fake_kube: Any, manager: Any, open_terminal: Any
+) -> None:
+    name, term = await open_terminal()
+    await term.expect("$ ")
+    # E.g. a create the API server completed after the terminal that asked was closed.
+    await config.load_kube_config(config_file=fake_kube.kubeconfig_path)
+    async with client.ApiClient() as api:
+        core = client.CoreV1Api(api)
+        for i, instance in enumerate(["test-server", "another-server"]):
+            spec = SandboxSpec(session_id=f"late{i}", user="alice", terminal="9")
+            options = PodOptions(namespace=NAMESPACE, image="img:1", instance=instance)
+            await core.create_namespaced_pod(NAMESPACE, make_pod(spec, options))
+
+    def instances(api: Any) -> list[str]:
+        return sorted(
+            api.pods[key]["metadata"]["labels"]["app.kubernetes.io/instance"]
+            for key in pods_in_namespace(api)
+        )
+
+    await fake_kube.wait_for(lambda api: instances(api) == ["another-server", "test-server"])
+    term.stdin("echo still-here\r")
+    await term.expect("still-here")

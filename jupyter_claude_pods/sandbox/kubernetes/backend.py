@@ -8,6 +8,7 @@ starting terminal subscribes to its own pod instead of polling.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -155,7 +156,7 @@ class KubernetesBackend(SandboxBackend):
         if user:
             server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
             return safe_slug(f"hub-{user}-{server}".rstrip("-"), 63)
-        return safe_slug(socket.gethostname() or "jupyter", 63)
+        return safe_slug(f"{socket.gethostname() or 'jupyter'}-{getpass.getuser()}", 63)
 
     @default("server_pod_name")
     def _default_server_pod_name(self) -> str:
@@ -176,6 +177,10 @@ class KubernetesBackend(SandboxBackend):
         self._config_error: str | None = None
         self._options: PodOptions | None = None
         self._started: asyncio.Future[None] | None = None
+        #: Pods a session of this process is creating or using; any other pod of our
+        #: instance is an orphan and gets deleted.
+        self._owned: set[str] = set()
+        self._deleting: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,6 +210,7 @@ class KubernetesBackend(SandboxBackend):
             self.log,
             request_timeout=self.request_timeout,
         )
+        self._reflector.on_any_change = self._reconcile
         self._reflector.start()
         self.log.info(
             "claude-pods: sandboxes are pods in namespace %s (instance %s, image %s)",
@@ -214,6 +220,8 @@ class KubernetesBackend(SandboxBackend):
         )
 
     async def shutdown(self) -> None:
+        if self._deleting:
+            await asyncio.gather(*self._deleting.values(), return_exceptions=True)
         if self._reflector is not None:
             await self._reflector.stop()
             self._reflector = None
@@ -315,6 +323,7 @@ class KubernetesBackend(SandboxBackend):
         name = pod["metadata"]["name"]
         progress(f"creating sandbox pod {name} in namespace {options.namespace}…")
         sandbox = Sandbox(spec=spec, name=name)
+        self._owned.add(name)
         try:
             created = await self._create(clients, options, pod)
             await self._wait_ready(reflector, name, created, progress)
@@ -464,7 +473,23 @@ class KubernetesBackend(SandboxBackend):
         unsubscribe = sandbox.extra.pop("unsubscribe", None)
         if unsubscribe is not None:
             unsubscribe()
+        self._owned.discard(sandbox.name)
         await self.delete_pod(sandbox.name)
+
+    def _reconcile(self, name: str, pod: Pod | None) -> None:
+        """Delete pods of our instance that no session owns.
+
+        Catches what a one-off sweep cannot: a create whose request was cancelled (the
+        terminal closed while starting) but which the API server completed anyway.
+        """
+        if pod is None or name in self._owned or name in self._deleting:
+            return
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        self.log.warning("claude-pods: deleting orphan sandbox pod %s", name)
+        task = asyncio.create_task(self.delete_pod(name))
+        self._deleting[name] = task
+        task.add_done_callback(lambda _: self._deleting.pop(name, None))
 
     async def delete_pod(self, name: str) -> None:
         """Delete one of our pods; 404 counts as done; never raises."""

@@ -52,6 +52,8 @@ class PodReflector:
         #: Pods by name.
         self.pods: dict[str, Pod] = {}
         self._listeners: dict[str, list[Listener]] = {}
+        #: Called with (name, pod or None) for every change of any pod.
+        self.on_any_change: Callable[[str, Pod | None], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.first_load: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -86,7 +88,10 @@ class PodReflector:
             self.pods.pop(name, None)
         else:
             self.pods[name] = pod
-        for listener in list(self._listeners.get(name, [])):
+        listeners: list[Callable[[Pod | None], None]] = list(self._listeners.get(name, []))
+        if self.on_any_change is not None:
+            listeners.append(lambda p: self.on_any_change(name, p))  # type: ignore[misc]
+        for listener in listeners:
             try:
                 listener(pod)
             except Exception:

@@ -4,9 +4,11 @@ Duck-types terminado's ``PtyWithClients`` (``clients``, ``read_buffer``,
 ``resize_to_smallest()``, ``ptyproc.write()``), so the stock ``TermSocket`` drives it
 unchanged: reconnects replay ``read_buffer``, several tabs can share a terminal.
 Output is decoded incrementally (a multibyte character split across frames stays
-whole) and coalesced: the first chunk after a quiet spell is sent at once, so echo
-latency gains nothing, while bursts become at most one message per interval (or
-per ``max_message_chars``) instead of thousands of tiny websocket frames.
+whole) and coalesced. Small output (echo, a prompt, a TUI redraw) is sent on the next
+event-loop turn, merged with whatever else already arrived, so typing gains no
+latency. Once output streams in big chunks it is sent at most once per
+``coalesce_interval`` (or per ``max_message_chars``), so a large ``cat`` becomes tens
+of websocket messages instead of thousands.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..sandbox.spec import SandboxSpec
 from .buffers import ReplayBuffer
 
 DIM, RED, RESET = "\x1b[2m", "\x1b[1;31m", "\x1b[0m"
+#: A flush at least this big means bulk output is streaming: throttle the next one.
+BULK_CHARS = 2048
 #: Keystrokes held while the sandbox starts; past this, input is dropped (and said so).
 MAX_PENDING_INPUT = 256 * 1024
 
@@ -88,8 +92,9 @@ class SandboxTerminal:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending: list[str] = []
         self._pending_chars = 0
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self._last_flush = -1.0
+        self._last_flush_chars = 0
         self._interval = coalesce_interval
         #: Seconds to wait, after a stream ends abnormally, for the pod's own status.
         self.end_grace = 3.0
@@ -253,12 +258,17 @@ class SandboxTerminal:
         self._pending_chars += len(text)
         if self._pending_chars >= self._max_chars:
             self._flush()
-        elif self._flush_handle is None:
-            wait = self._last_flush + self._interval - self._loop.time()
-            if wait <= 0:
-                self._flush()
-            else:
-                self._flush_handle = self._loop.call_later(wait, self._flush)
+            return
+        if self._flush_handle is not None:
+            return
+        now = self._loop.time()
+        in_bulk = self._last_flush_chars >= BULK_CHARS and now - self._last_flush < self._interval
+        if in_bulk:  # a stream of big chunks: at most one message per interval
+            self._flush_handle = self._loop.call_later(
+                self._last_flush + self._interval - now, self._flush
+            )
+        else:  # interactive: send on the next loop turn, merging what already arrived
+            self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
@@ -268,6 +278,7 @@ class SandboxTerminal:
             return
         text = "".join(self._pending)
         self._pending.clear()
+        self._last_flush_chars = self._pending_chars
         self._pending_chars = 0
         self._last_flush = self._loop.time()
         self.last_activity = utcnow()

@@ -79,6 +79,7 @@ async def test_users_see_and_attach_only_their_own_terminals(
     assert e.value.code == 429
     assert "maximum of 2" in json.loads(e.value.response.body)["message"]
 
+    await fake_kube.wait_for(lambda api: len(api.created_bodies) == 2)
     labels = [body["metadata"]["labels"] for body in fake_kube.created_bodies]
     assert sorted(label["claude-pods.jupyter.org/user"] for label in labels) == ["alice", "bob"]
     alice.stdin("echo alice-still-works\r")

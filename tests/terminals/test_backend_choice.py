@@ -60,7 +60,7 @@ def test_bad_env_value_falls_back_to_configuration(
 
 @pytest.mark.parametrize("extra_config", [{"SandboxTerminalManager": {"backend": "local"}}])
 async def test_terminal_explains_a_missing_backend(open_terminal: Any, fake_kube: Any) -> None:
-    name, term = await open_terminal()
+    _name, term = await open_terminal()
     out = await term.expect("open a new one to retry")
     assert "no sandbox backend is available" in out
     assert fake_kube.created_bodies == []

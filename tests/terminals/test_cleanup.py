@@ -91,7 +91,7 @@ async def test_caps_hold_under_concurrent_creates(jp_fetch: Any, fake_kube: Any)
 async def test_orphans_appearing_later_are_reconciled(
     fake_kube: Any, manager: Any, open_terminal: Any
 ) -> None:
-    name, term = await open_terminal()
+    _name, term = await open_terminal()
     await term.expect("$ ")
     # E.g. a create the API server completed after the terminal that asked was closed.
     await config.load_kube_config(config_file=fake_kube.kubeconfig_path)

@@ -1,0 +1,1 @@
+"""Test doubles that speak real protocols (HTTP, WebSocket) to the real client libraries."""

@@ -195,3 +195,12 @@ async def test_falls_back_to_v4_channel_protocol(fake_kube: Any, open_terminal: 
     term.set_size(40, 120)
     term.stdin("stty size\r")
     await term.expect("40 120")
+
+
+async def test_exec_streams_are_not_capped_by_the_client_pool(manager: Any) -> None:
+    # Each terminal holds one exec WebSocket for its whole life; kubernetes_asyncio's
+    # default pool of 100 connections would make terminal 101 time out.
+    await manager.ensure_started()
+    clients = manager.sandbox_backend._clients
+    assert clients.ws.rest_client.pool_manager.connector.limit == 0
+    assert clients.api.rest_client.pool_manager.connector.limit == 100

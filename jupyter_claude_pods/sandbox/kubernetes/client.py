@@ -89,6 +89,11 @@ async def load_clients(kubeconfig: str = "", context: str = "") -> KubeClients:
         )
         namespace = await asyncio.to_thread(_context_namespace, paths, context)
     api = client.ApiClient(configuration=configuration)
+    # Every open terminal holds one exec WebSocket for its whole life; the client's
+    # default pool (100 connections) would make terminal 101 wait for a free slot and
+    # time out. The pool size is read when a client is built, so this leaves the REST
+    # client's own limit as it was.
+    configuration.connection_pool_maxsize = 0  # aiohttp: no limit
     ws = ChannelWsApiClient(configuration=configuration, heartbeat=30)
     return KubeClients(
         api=api,

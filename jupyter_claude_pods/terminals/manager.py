@@ -9,6 +9,7 @@ and deleting one never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import os
 import re
@@ -20,6 +21,7 @@ from jupyter_server_terminals.terminalmanager import RUNNING_TOTAL, TerminalMana
 from tornado import web
 from traitlets import Enum, Float, Integer, Unicode, default
 
+from ..credentials import SessionCredentials
 from ..sandbox.base import SandboxBackend
 from ..sandbox.spec import SandboxSpec
 from .buffers import InlineExecutor
@@ -72,6 +74,9 @@ class SandboxTerminalManager(TerminalManager):
         super().__init__(**kwargs)
         self.terminals: dict[str, SandboxTerminal] = {}  # type: ignore[assignment]
         self.sandbox_backend = self._make_backend()
+        self.credentials = SessionCredentials(
+            parent=self, fallback_admin_url=getattr(self.sandbox_backend, "proxy_url", "")
+        )
         self._reaping: set[asyncio.Task[None]] = set()
         self._started: asyncio.Task[None] | None = None
 
@@ -105,6 +110,7 @@ class SandboxTerminalManager(TerminalManager):
         await asyncio.shield(self._started)
 
     async def _startup(self) -> None:
+        await self.credentials.load()
         await self.sandbox_backend.startup()
         try:
             swept = await self.sandbox_backend.sweep()
@@ -142,6 +148,7 @@ class SandboxTerminalManager(TerminalManager):
             spec,
             self.sandbox_backend,
             ready=self.ensure_started,
+            prepare=self._prepare_spec,
             on_exit=self._on_session_end,
             log=self.log,
             replay_chars=self.replay_buffer_chars,
@@ -236,8 +243,19 @@ class SandboxTerminalManager(TerminalManager):
             self._culler_callback.stop()
         await self.sandbox_backend.shutdown()
 
+    def _prepare_spec(self, spec: SandboxSpec) -> tuple[SandboxSpec, str]:
+        """Add the session's proxy token (a note for the terminal when there is none)."""
+        env = self.credentials.session_env(spec)
+        if not env:
+            return spec, self.credentials.problem
+        return dataclasses.replace(spec, env={**spec.env, **env}), ""
+
+    async def _close(self, term: SandboxTerminal) -> None:
+        await term.aclose()
+        await self.credentials.revoke(term.spec)
+
     def _reap(self, term: SandboxTerminal) -> None:
-        task = asyncio.create_task(term.aclose())
+        task = asyncio.create_task(self._close(term))
         self._reaping.add(task)
         task.add_done_callback(self._reaping.discard)
 

@@ -58,6 +58,7 @@ class SandboxTerminal:
         backend: SandboxBackend,
         *,
         ready: Callable[[], Awaitable[None]],
+        prepare: Callable[[SandboxSpec], tuple[SandboxSpec, str]],
         on_exit: Callable[[SandboxTerminal], None],  # called when the session ends
         log: logging.Logger | logging.LoggerAdapter[Any],
         replay_chars: int = 1 << 20,
@@ -81,6 +82,7 @@ class SandboxTerminal:
         #: Called with every coalesced output string (e.g. tutor-marker detection).
         self.observers: list[Callable[[str], None]] = []
         self._ready = ready
+        self._prepare = prepare
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
@@ -128,6 +130,9 @@ class SandboxTerminal:
     async def _session(self) -> None:
         self._progress("starting a sandbox…")
         await self._ready()
+        self.spec, note = self._prepare(self.spec)
+        if note:
+            self._progress(note)
         self.sandbox = await self.backend.start(self.spec, self._progress)
         self._progress("attaching…")
         stream = await self.backend.connect(self.sandbox)

@@ -14,6 +14,17 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# The real Claude Code CLI, pinned, for the end-to-end tests (npm registry only).
+CLAUDE_CODE_VERSION=2.1.197
+if ! .cache/npm/node_modules/.bin/claude --version 2>/dev/null | grep -q "^$CLAUDE_CODE_VERSION "; then
+  if ! command -v npm >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nodejs npm
+  fi
+  npm install --no-save --no-audit --no-fund --loglevel=error --prefix .cache/npm \
+    "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }

@@ -117,3 +117,47 @@ async def test_exec_forbidden(
     await assert_fails_cleanly(
         jp_fetch, fake_kube, term, name, "not allowed to exec into pods", server_log
     )
+
+
+async def test_watch_expiry_is_survived(fake_kube: Any, open_terminal: Any) -> None:
+    _name, first = await open_terminal()
+    await first.expect("$ ")
+    fake_kube.expire_watches()  # 410 Expired: the reflector must relist and watch again
+    _name, second = await open_terminal()
+    await second.expect("$ ")
+    second.stdin("echo second-ok\r")
+    await second.expect("second-ok")
+
+
+async def test_create_conflict_adopts_our_own_pod_and_refuses_a_stranger(
+    fake_kube: Any, manager: Any
+) -> None:
+    from kubernetes_asyncio import client, config
+
+    from jupyter_claude_pods.sandbox.base import SandboxError
+    from jupyter_claude_pods.sandbox.kubernetes.objects import make_pod
+    from jupyter_claude_pods.sandbox.spec import SandboxSpec
+
+    await manager.ensure_started()
+    backend = manager.sandbox_backend
+    mine = SandboxSpec(session_id="adopt1", user="alice", terminal="7", rows=24, cols=80)
+    stranger = SandboxSpec(session_id="adopt2", user="alice", terminal="8", rows=24, cols=80)
+    pods = [make_pod(mine, backend._options), make_pod(stranger, backend._options)]
+    pods[1]["metadata"]["labels"]["claude-pods.jupyter.org/session"] = "someone-else"
+    # As if an earlier attempt of ours had created them (else they are reconciled away).
+    backend._owned.update(p["metadata"]["name"] for p in pods)
+    await config.load_kube_config(config_file=fake_kube.kubeconfig_path)
+    async with client.ApiClient() as api:
+        for pod in pods:
+            await client.CoreV1Api(api).create_namespaced_pod(NAMESPACE, pod)
+
+    lines: list[str] = []
+    sandbox = await backend.start(mine, lines.append)  # 409 → same session label → adopt
+    assert sandbox.name == pods[0]["metadata"]["name"]
+    with pytest.raises(SandboxError, match="a different pod named"):
+        await backend.start(stranger, lines.append)
+    await backend.stop(sandbox)
+    # Ours is gone; the stranger's pod was left alone.
+    await fake_kube.wait_for(
+        lambda api: pods_in_namespace(api) == [f"{NAMESPACE}/{pods[1]['metadata']['name']}"]
+    )

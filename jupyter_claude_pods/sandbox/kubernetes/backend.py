@@ -326,6 +326,15 @@ class KubernetesBackend(SandboxBackend):
         self._owned.add(name)
         try:
             created = await self._create(clients, options, pod)
+        except SandboxError as e:
+            self._owned.discard(name)
+            if e.reason != "Conflict":  # never delete a pod we did not create
+                await self.delete_pod(name)
+            raise
+        except BaseException:
+            await self.stop(sandbox)
+            raise
+        try:
             await self._wait_ready(reflector, name, created, progress)
         except BaseException:
             await self.stop(sandbox)

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v stty >/dev/null || missing+=(coreutils)
 command -v bash >/dev/null || missing+=(bash)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -136,13 +136,16 @@ class ProxyServer:
             idle_connection_timeout=900.0,
         )
         sockets = tornado.netutil.bind_sockets(cfg.port, cfg.host, backlog=1024)
-        self._server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
+        if cfg.unix_socket is not None:
+            sockets.append(tornado.netutil.bind_unix_socket(cfg.unix_socket, backlog=1024))
+        self._server.add_sockets(sockets)
         self._housekeeping = PeriodicCallback(self._prune, 60_000)
         self._housekeeping.start()
         log.info(
-            "claude-pods-proxy listening on %s, upstream %s, key from %s",
+            "claude-pods-proxy listening on %s%s, upstream %s, key from %s",
             self.url,
+            f" and {cfg.unix_socket}" if cfg.unix_socket is not None else "",
             cfg.upstream_url,
             self.keys.description,
         )

@@ -63,6 +63,9 @@ class ProxyConfig:
     #: Seconds between batched usage writes to SQLite (budgets use in-memory totals).
     flush_interval: float = 0.5
     allow_http_upstream: bool = False
+    #: Also listen on this Unix socket (created mode 0600; an embedding application
+    #: widens access itself). The TCP listener stays: admin calls use :attr:`url`.
+    unix_socket: str | None = None
 
     def __post_init__(self) -> None:
         check_secret(self.token_secret)
@@ -76,6 +79,10 @@ class ProxyConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.max_body_bytes <= 0 or self.max_upstream_connections <= 0:
             raise ConfigError("max_body_bytes and max_upstream_connections must be positive")
+        if self.unix_socket is not None and len(os.fsencode(self.unix_socket)) >= 108:
+            raise ConfigError(
+                f"unix socket path too long (sun_path is 108 bytes): {self.unix_socket}"
+            )
 
 
 def normalize_upstream(url: str, allow_http: bool = False) -> str:

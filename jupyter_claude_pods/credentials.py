@@ -58,6 +58,8 @@ class SessionCredentials(LoggingConfigurable):
         super().__init__(**kwargs)
         self._secret: bytes | None = None
         self._fallback_admin_url = fallback_admin_url
+        #: Set by :meth:`use_secret`: an embedded proxy's admin URL, used instead of ours.
+        self._embedded_admin_url: str | None = None
         self.problem = ""
 
     @property
@@ -65,8 +67,22 @@ class SessionCredentials(LoggingConfigurable):
         """Whether sandboxes get a token."""
         return self._secret is not None
 
+    def use_secret(self, secret: bytes | None, admin_url: str, problem: str = "") -> None:
+        """Use the secret and admin URL of a proxy the server runs itself (embedded mode).
+
+        The local backend starts its own key proxy with a random per-server secret; that
+        wins over the configured one, which :meth:`load` then leaves alone. ``None``
+        means that proxy could not run (e.g. no API key): sandboxes get no token and
+        ``problem`` is shown in their terminals instead.
+        """
+        self._secret = None if secret is None else check_secret(secret)
+        self._embedded_admin_url = admin_url
+        self.problem = problem
+
     async def load(self) -> None:
         """Read the secret once (file reads off the event loop); never raises."""
+        if self._embedded_admin_url is not None:
+            return  # use_secret() decided
         try:
             if self.token_secret_file:
                 raw = await asyncio.to_thread(Path(self.token_secret_file).read_bytes)
@@ -98,7 +114,9 @@ class SessionCredentials(LoggingConfigurable):
         A failed revocation leaves the token valid until it expires, so it is logged
         as an error for the operator.
         """
-        url = self.proxy_admin_url or self._fallback_admin_url
+        url = self._embedded_admin_url
+        if url is None:
+            url = self.proxy_admin_url or self._fallback_admin_url
         if self._secret is None or not url or TOKEN_ENV not in spec.env:
             return
         try:

@@ -15,11 +15,8 @@ class UnavailableBackend(SandboxBackend):
 
     kind = "unavailable"
 
-    message = (
-        "no sandbox backend is available: no Kubernetes cluster is configured (set KUBECONFIG, "
-        "or run the server in a cluster) and the local bubblewrap backend is not part of this "
-        "version yet"
-    )
+    #: Set by the manager to the reason (e.g. bubblewrap is not installed).
+    message = "no sandbox backend is available"
 
     async def start(self, spec: SandboxSpec, progress: ProgressCallback) -> Sandbox:
         raise SandboxError(self.message, reason="NoBackend")

@@ -95,9 +95,21 @@ class SandboxTerminalManager(TerminalManager):
             from ..sandbox.kubernetes.backend import KubernetesBackend
 
             return KubernetesBackend(parent=self)
+        from ..sandbox.local import LocalBackend
         from ..sandbox.unavailable import UnavailableBackend
 
-        return UnavailableBackend(parent=self)
+        local = LocalBackend(parent=self)
+        missing = local.unavailable_reason()
+        if missing is None:
+            # The local backend runs its own key proxy and hands us its token secret.
+            local.on_proxy_ready = lambda secret, url, problem: self.credentials.use_secret(
+                secret, url, problem
+            )
+            return local
+        self.log.error("claude-pods: %s", missing)
+        unavailable = UnavailableBackend(parent=self)
+        unavailable.message = missing
+        return unavailable
 
     async def ensure_started(self) -> None:
         """Start the backend and delete leftovers of a previous run, exactly once.
@@ -110,8 +122,8 @@ class SandboxTerminalManager(TerminalManager):
         await asyncio.shield(self._started)
 
     async def _startup(self) -> None:
+        await self.sandbox_backend.startup()  # first: an embedded proxy sets the secret
         await self.credentials.load()
-        await self.sandbox_backend.startup()
         try:
             swept = await self.sandbox_backend.sweep()
         except Exception:

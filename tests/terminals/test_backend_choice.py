@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from jupyter_claude_pods.sandbox.kubernetes.backend import KubernetesBackend
-from jupyter_claude_pods.sandbox.unavailable import UnavailableBackend
 from jupyter_claude_pods.terminals import SandboxTerminalManager
 
 
@@ -26,7 +25,7 @@ def backend_of(**traits: Any) -> Any:
 
 
 def test_auto_without_a_cluster_is_not_kubernetes(no_cluster: Path) -> None:
-    assert isinstance(backend_of(), UnavailableBackend)
+    assert not isinstance(backend_of(), KubernetesBackend)  # local (tests/local)
 
 
 def test_auto_with_a_kubeconfig_is_kubernetes(
@@ -48,7 +47,7 @@ def test_env_overrides_configuration(no_cluster: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("CLAUDE_PODS_BACKEND", "kubernetes")
     assert isinstance(backend_of(backend="local"), KubernetesBackend)
     monkeypatch.setenv("CLAUDE_PODS_BACKEND", "local")
-    assert isinstance(backend_of(backend="kubernetes"), UnavailableBackend)
+    assert not isinstance(backend_of(backend="kubernetes"), KubernetesBackend)
 
 
 def test_bad_env_value_falls_back_to_configuration(
@@ -58,9 +57,17 @@ def test_bad_env_value_falls_back_to_configuration(
     assert isinstance(backend_of(backend="kubernetes"), KubernetesBackend)
 
 
-@pytest.mark.parametrize("extra_config", [{"SandboxTerminalManager": {"backend": "local"}}])
+@pytest.mark.parametrize(
+    "extra_config",
+    [
+        {
+            "SandboxTerminalManager": {"backend": "local"},
+            "LocalBackend": {"bwrap_path": "/nonexistent/bwrap"},
+        }
+    ],
+)
 async def test_terminal_explains_a_missing_backend(open_terminal: Any, fake_kube: Any) -> None:
     _name, term = await open_terminal()
     out = await term.expect("open a new one to retry")
-    assert "no sandbox backend is available" in out
+    assert "bubblewrap is not installed" in out
     assert fake_kube.created_bodies == []

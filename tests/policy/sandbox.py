@@ -94,15 +94,22 @@ def bwrap_argv(
 ) -> list[str]:
     """``command`` in a sandbox where only *root* is writable, with the policy mounted.
 
-    Programs (``command[0]``, *also*) are bound back read-only at their real paths in
-    case they live under the ``/tmp`` the sandbox hides.
+    Programs (``command[0]``, *also*) are bound back read-only at their real paths and
+    at the paths given, in case they live under the ``/tmp`` the sandbox hides.
     """
     argv = ["bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc"]
     argv += ["--dev", "/dev"]
     if policy_dir is not None:
         argv += etc_args(policy_dir)
-    for path in sorted({Path(p).resolve() for p in (command[0], *also)}):
-        argv += ["--ro-bind", str(path), str(path)]
+    binds: set[tuple[str, str]] = set()
+    for program in (command[0], *also):
+        real = Path(program).resolve()
+        binds.add((str(real), str(real)))
+        # Also at the path as given (a venv's python, npm's .bin symlink), which may lie
+        # under the hidden /tmp too (CI clones the repository anywhere).
+        binds.add((str(real), str(Path(program).absolute())))
+    for source, target in sorted(binds, key=lambda b: b[1]):
+        argv += ["--ro-bind", source, target]
     argv += ["--bind", str(root), str(root), "--unshare-pid", "--die-with-parent"]
     argv += ["--chdir", str(cwd), "--", *command]
     return argv

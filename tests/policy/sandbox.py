@@ -105,9 +105,11 @@ def bwrap_argv(
     for program in (command[0], *also):
         real = Path(program).resolve()
         binds.add((str(real), str(real)))
-        # Also at the path as given (a venv's python, npm's .bin symlink), which may lie
-        # under the hidden /tmp too (CI clones the repository anywhere).
-        binds.add((str(real), str(Path(program).absolute())))
+        # Also at the path as given (a venv's python, npm's .bin symlink) when the
+        # sandbox's own /tmp hides it (CI may clone the repository under /tmp).
+        given = Path(program).absolute()
+        if given != real and given.is_relative_to("/tmp"):
+            binds.add((str(real), str(given)))
     for source, target in sorted(binds, key=lambda b: b[1]):
         argv += ["--ro-bind", source, target]
     argv += ["--bind", str(root), str(root), "--unshare-pid", "--die-with-parent"]

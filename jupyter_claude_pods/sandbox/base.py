@@ -103,10 +103,34 @@ class SandboxBackend(LoggingConfigurable):
         the real key must only ever live in the key proxy.""",
     )
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._started: asyncio.Future[None] | None = None
+
     async def startup(self) -> None:
-        """Open clients and watches; reconcile leftovers of a previous run."""
+        """Run :meth:`_startup` once, however many callers ask concurrently.
+
+        Sandbox starts and sweeps call this too, so a backend is ready before use
+        without its callers coordinating.
+        """
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._startup()
+            finally:
+                self._started.set_result(None)
+        else:
+            await asyncio.shield(self._started)
 
     async def shutdown(self) -> None:
+        """Run :meth:`_shutdown`; a later :meth:`startup` starts afresh."""
+        await self._shutdown()
+        self._started = None
+
+    async def _startup(self) -> None:
+        """Open clients and watches; reconcile leftovers of a previous run."""
+
+    async def _shutdown(self) -> None:
         """Close clients and watches (sandboxes are stopped by the manager first)."""
 
     @abc.abstractmethod

@@ -176,24 +176,12 @@ class KubernetesBackend(SandboxBackend):
         self._reflector: PodReflector | None = None
         self._config_error: str | None = None
         self._options: PodOptions | None = None
-        self._started: asyncio.Future[None] | None = None
         #: Pods a session of this process is creating or using; any other pod of our
         #: instance is an orphan and gets deleted.
         self._owned: set[str] = set()
         self._deleting: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def startup(self) -> None:
-        """Load the configuration and start the watch; idempotent and concurrency-safe."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self._startup()
-            finally:
-                self._started.set_result(None)
-        else:
-            await asyncio.shield(self._started)
 
     async def _startup(self) -> None:
         try:
@@ -219,7 +207,7 @@ class KubernetesBackend(SandboxBackend):
             self._options.image,
         )
 
-    async def shutdown(self) -> None:
+    async def _shutdown(self) -> None:
         if self._deleting:
             await asyncio.gather(*self._deleting.values(), return_exceptions=True)
         if self._reflector is not None:
@@ -228,7 +216,6 @@ class KubernetesBackend(SandboxBackend):
         if self._clients is not None:
             await self._clients.close()
             self._clients = None
-        self._started = None
 
     def pod_options(self) -> PodOptions:
         """The traits as the builder's plain options."""

@@ -313,7 +313,6 @@ class LocalBackend(SandboxBackend):
         self.proxy: EmbeddedProxy | None = None
         self._layout: _Layout | None = None
         self._config_error: str | None = None
-        self._started: asyncio.Future[None] | None = None
         self._lock_fd: int | None = None
         self._sandboxes: dict[str, Sandbox] = {}
 
@@ -336,17 +335,6 @@ class LocalBackend(SandboxBackend):
         return None
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def startup(self) -> None:
-        """Prepare the state directory and start the embedded proxy; idempotent."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self._startup()
-            finally:
-                self._started.set_result(None)
-        else:
-            await asyncio.shield(self._started)
 
     async def _startup(self) -> None:
         self._config_error = None
@@ -383,7 +371,7 @@ class LocalBackend(SandboxBackend):
         if self.on_proxy_ready is not None:
             self.on_proxy_ready(secret, admin_url, problem)
 
-    async def shutdown(self) -> None:
+    async def _shutdown(self) -> None:
         """Stop what is left, the proxy, and remove this run's state directory."""
         if self._sandboxes:
             await asyncio.gather(
@@ -398,7 +386,6 @@ class LocalBackend(SandboxBackend):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        self._started = None
 
     def _prepare(self) -> _Layout:
         """Check the machine, create this run's state directory (blocking: in a thread).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import shutil
 import stat
@@ -108,33 +107,6 @@ def jp_serverapp(jp_serverapp: Any, io_loop: Any) -> Iterator[Any]:
     """The stock fixture, with our extension stopped at the end (as a real stop does)."""
     yield jp_serverapp
     io_loop.run_sync(jp_serverapp.extension_manager.stop_all_extensions)
-
-
-class LogCapture(logging.Handler):
-    """Every formatted log line of the server, to check secrets never appear."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def server_log(jp_serverapp: Any) -> Iterator[LogCapture]:
-    capture = LogCapture()
-    loggers = {jp_serverapp.log, logging.getLogger()}
-    for logger in loggers:
-        logger.addHandler(capture)
-    yield capture
-    for logger in loggers:
-        logger.removeHandler(capture)
-
-
-@pytest.fixture
-def manager(jp_serverapp: Any) -> Any:
-    return jp_serverapp.web_app.settings["terminal_manager"]
 
 
 @pytest.fixture

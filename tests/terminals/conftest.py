@@ -4,7 +4,6 @@ through a kubeconfig, exactly as it would reach a real cluster."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,33 +67,6 @@ def jp_server_config(fake_kube: FakeKubeAPI, extra_config: dict[str, Any]) -> di
 def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLAUDE_PODS_BACKEND", raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET_KEY)
-
-
-class LogCapture(logging.Handler):
-    """Every formatted log line of the server, to check secrets never appear."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def server_log(jp_serverapp: Any) -> Iterator[LogCapture]:
-    capture = LogCapture()
-    loggers = {jp_serverapp.log, logging.getLogger()}
-    for logger in loggers:
-        logger.addHandler(capture)
-    yield capture
-    for logger in loggers:
-        logger.removeHandler(capture)
-
-
-@pytest.fixture
-def manager(jp_serverapp: Any) -> Any:
-    return jp_serverapp.web_app.settings["terminal_manager"]
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "proxy.json"
 PROXY_BIN = Path(sys.executable).parent / "claude-pods-proxy"
-REAL_KEY = "sk-ant-api03-BENCHMARK-REAL-KEY-0123456789"
+REAL_KEY = "benchmark-upstream-key-not-a-secret-0123456789"
 SECRET = secrets.token_urlsafe(48)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_ADDED_P50_MS = 0.5

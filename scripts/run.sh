@@ -26,4 +26,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
 .venv/bin/python -m pip install -q -e . jupyterlab 2>&1 | { grep -v "is ignored" || true; }
-exec .venv/bin/jupyter lab "$@"
+# Jupyter refuses to run as root without --allow-root (containers, CI machines); the
+# sandboxes themselves never run as root (the local backend drops to nobody).
+args=(); [ "$(id -u)" != 0 ] || args+=(--allow-root)
+exec .venv/bin/jupyter lab "${args[@]}" "$@"

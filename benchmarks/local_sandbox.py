@@ -10,7 +10,7 @@ PTY, no sandbox), because absolute times depend on the machine:
   output byte and until bash's prompt, versus ``bash`` spawned on a PTY directly.
 * **start → Claude Code ready**: the default sandbox program (the launcher, then the
   pinned CLI) until the CLI's first output byte and until its input prompt is drawn
-  (``❯``), versus the same CLI with the same seeded home run
+  (the prompt character U+276F), versus the same CLI with the same seeded home run
   on a PTY directly.
 * **memory per idle sandbox**: proportional set size (PSS, so shared pages are split
   fairly) of every process in a sandbox, summed, with *k* sandboxes idle at the Claude
@@ -40,13 +40,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jupyter_claude_pods.policy import find_claude, sandbox_env, seed_home  # noqa: E402
-from jupyter_claude_pods.sandbox.base import Sandbox, SandboxStream  # noqa: E402
-from jupyter_claude_pods.sandbox.local import LocalBackend  # noqa: E402
-from jupyter_claude_pods.sandbox.spec import SandboxSpec  # noqa: E402
+from jupyter_claude_pods.policy import find_claude, sandbox_env, seed_home
+from jupyter_claude_pods.sandbox.base import Sandbox, SandboxStream
+from jupyter_claude_pods.sandbox.local import LocalBackend
+from jupyter_claude_pods.sandbox.spec import SandboxSpec
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>]")
-CLAUDE_READY = "\u276f"  # ❯, the input prompt, drawn once the CLI is ready
+ANSI = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>]"
+)
+CLAUDE_READY = "\u276f"  # the input prompt character, drawn once the CLI is ready
 BASH_PROMPT = "$ "
 TIMEOUT = 30.0
 
@@ -218,7 +220,7 @@ class Bench:
 
 
 def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):7.1f} ({min(values):.1f}–{max(values):.1f})"
+    return f"{statistics.median(values):7.1f} ({min(values):.1f} to {max(values):.1f})"
 
 
 async def main(n: int, idle: int) -> None:
@@ -261,7 +263,7 @@ async def main(n: int, idle: int) -> None:
                 await backend.stop(sandbox)
                 rows.setdefault(f"{label} sandbox", []).append((first, ready))
 
-        print(f"n={n}; milliseconds, median (min–max)")
+        print(f"n={n}; milliseconds, median (min to max)")
         print(f"{'':16} {'first byte':>22} {'ready':>22}")
         for label, values in rows.items():
             print(
@@ -303,7 +305,9 @@ async def main(n: int, idle: int) -> None:
             f"(min {min(per_claude) / mib:.1f}, max {max(per_claude) / mib:.1f})"
         )
         print(f"  unsandboxed Claude Code  {plain_claude / mib:6.1f} MiB")
-        print(f"  idle bash sandbox        {bash_sandbox / mib:6.1f} MiB (bash alone {bash_plain / mib:.1f} MiB)")
+        print(
+            f"  idle bash sandbox        {bash_sandbox / mib:6.1f} MiB (bash alone {bash_plain / mib:.1f} MiB)"
+        )
     finally:
         await bash_backend.shutdown()
         await claude_backend.shutdown()

@@ -14,7 +14,10 @@ can misbehave on cue. This one speaks the Messages API as the real one does:
 
 Every request is recorded (method, raw target, path, query, every header, body) before
 it is answered, including 404s, so a test can prove what did *not* reach it. Replies
-can be scripted per request (:class:`Reply`) or shaped by the test-only body fields
+can be scripted per request (:class:`Reply`), chosen from the request's body by a
+:attr:`FakeAnthropicAPI.responder` (a client such as Claude Code interleaves side
+requests, e.g. a session title, with the conversation, so a queue would be consumed out
+of order), or shaped by the test-only body fields
 ``fake_delay`` and ``fake_chunks`` (so a benchmark can ask through any proxy): errors (401/429/500/529, with the API's
 bodies and headers), slow streams (a delay between events), stalled streams (stop
 after *n* events until :meth:`FakeAnthropicAPI.release` or the client disconnects),
@@ -38,7 +41,7 @@ import signal
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,9 @@ class FakeAnthropicAPI:
         self.api_keys = set(api_keys)
         self.default = default or Reply()
         self.replies: deque[Reply] = deque()
+        #: Called with each ``/v1/messages`` body; a :class:`Reply` it returns wins over
+        #: :attr:`replies` and :attr:`default` (``None``: use them).
+        self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
         self.requests: list[Recorded] = []
         self.disconnects = 0
         self.in_flight = 0
@@ -314,7 +320,9 @@ class _Handler(tornado.web.RequestHandler):
             self._common_headers()
             self.finish({"input_tokens": max(1, len(rec.body) // 4)})
             return
-        reply = self.api.replies.popleft() if self.api.replies else self.api.default
+        reply = self.api.responder(body) if self.api.responder is not None else None
+        if reply is None:
+            reply = self.api.replies.popleft() if self.api.replies else self.api.default
         if reply.model is None:
             reply = replace(reply, model=str(body.get("model") or DEFAULT_MODEL))
         if "fake_delay" in body or "fake_chunks" in body:

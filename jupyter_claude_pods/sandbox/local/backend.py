@@ -190,6 +190,11 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _read_available(fd: int) -> bytes:
     chunks = []
     while True:
@@ -752,7 +757,7 @@ class LocalBackend(SandboxBackend):
             first = await self._until_started(process, ready_r)
             os.set_blocking(info_r, False)
             head = first if ready_r == info_r else b""
-            info = json.loads(head + _read_available(info_r) or b"{}")
+            info = await self._read_info(info_r, head)
         finally:
             for fd in passed + kept:
                 os.close(fd)
@@ -763,6 +768,45 @@ class LocalBackend(SandboxBackend):
             with contextlib.suppress(ProcessLookupError):
                 sandbox.extra["init_pidfd"] = os.pidfd_open(child)
         process.exited.add_done_callback(lambda _: self._on_exit(sandbox))
+
+    async def _read_info(self, fd: int, head: bytes) -> dict[str, Any]:
+        """bubblewrap's ``--info-fd`` JSON, read until it parses or the fd closes.
+
+        bwrap writes the object in several writes (one per field), so what is readable
+        right after its first byte may be a prefix; reading waits on the event loop.
+        """
+        loop = asyncio.get_running_loop()
+        data = head + _read_available(fd)
+        deadline = loop.time() + self.start_timeout
+        while True:
+            try:
+                info = json.loads(data or b"{}")
+                return info if isinstance(info, dict) else {}
+            except ValueError:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise SandboxError(
+                    "bubblewrap's start-up report was incomplete", reason="StartFailed"
+                )
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _set_once, readable)
+            try:
+                await asyncio.wait_for(readable, remaining)
+            except asyncio.TimeoutError:
+                continue
+            finally:
+                loop.remove_reader(fd)
+            more = _read_available(fd)
+            if not more:  # EOF: all there is
+                try:
+                    info = json.loads(data or b"{}")
+                except ValueError:
+                    raise SandboxError(
+                        "bubblewrap's start-up report was malformed", reason="StartFailed"
+                    ) from None
+                return info if isinstance(info, dict) else {}
+            data += more
 
     async def _until_started(self, process: PtyProcess, fd: int) -> bytes:
         """Wait for the first byte on *fd* (the relay's "ready", or bwrap's info); return it.

@@ -13,14 +13,21 @@ extension before that one builds its manager (extensions load alphabetically, an
 
 from __future__ import annotations
 
+import asyncio
 import typing as t
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server_terminals.terminalmanager import TerminalManager
 from traitlets import Bool
 
+from .courses import handlers as course_handlers
+from .courses.config import CoursesConfig
+from .events import progress_emitter, register_progress_schema
 from .terminals import SandboxTerminalManager
 from .terminals import handlers as terminal_handlers
+
+if t.TYPE_CHECKING:
+    from .courses.progress import CourseService
 
 
 class ClaudePodsApp(ExtensionApp):
@@ -37,6 +44,10 @@ class ClaudePodsApp(ExtensionApp):
         them).""",
     )
 
+    #: The course service (see :mod:`jupyter_claude_pods.courses`), once initialized.
+    courses: CourseService | None = None
+    _courses_started: asyncio.Task[None] | None = None
+
     def _terminals_app(self) -> t.Any:
         assert self.serverapp is not None
         point = self.serverapp.extension_manager.extension_points.get("jupyter_server_terminals")
@@ -46,8 +57,52 @@ class ClaudePodsApp(ExtensionApp):
         terminals = self._terminals_app()
         return None if terminals is None else terminals.terminal_manager_class  # type: ignore[no-any-return]
 
+    def _init_courses(self) -> None:
+        """Create the course service (started later, on the running loop).
+
+        It is in the settings under ``claude_pods_courses`` for the REST handlers and
+        the terminal manager, whatever the terminals extension does.
+        """
+        from .courses.catalog import CourseCatalog
+        from .courses.progress import CourseService
+        from .courses.store import ProgressStore
+
+        assert self.serverapp is not None
+        config = CoursesConfig(parent=self)
+        event_logger = self.serverapp.event_logger
+        register_progress_schema(event_logger)
+        root = config.courses_root()
+        self.courses = CourseService(
+            CourseCatalog(root),
+            ProgressStore(config.progress_path()),
+            progress_emitter(event_logger, self.log),
+            self.log,
+        )
+        self.settings[course_handlers.SERVICE_SETTING] = self.courses
+        self.settings[course_handlers.CONFIG_SETTING] = config
+        self.settings[course_handlers.START_SETTING] = self.ensure_courses_started
+        if root is None:
+            self.log.info("claude-pods: no courses directory configured; no courses offered")
+        else:
+            self.log.info("claude-pods: courses from %s", root)
+
+    async def ensure_courses_started(self) -> None:
+        """Open the progress store and load the catalog, exactly once.
+
+        Requests may arrive before the server calls our start hook (it runs as a loop
+        callback), so the handlers await this too. A failed start (say, an unwritable
+        database directory) is retried by the next caller, so fixing it needs no restart.
+        """
+        if self.courses is None:
+            return
+        task = self._courses_started
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = self._courses_started = asyncio.create_task(self.courses.start())
+        await asyncio.shield(task)
+
     def initialize_settings(self) -> None:
-        """Swap the terminal manager class unless the user chose one."""
+        """Set up courses; swap the terminal manager class unless the user chose one."""
+        self._init_courses()
         terminals = self._terminals_app()
         if terminals is None:
             self.log.warning("claude-pods: jupyter_server_terminals is not enabled; no terminals")
@@ -65,7 +120,9 @@ class ClaudePodsApp(ExtensionApp):
             )
 
     def initialize_handlers(self) -> None:
-        """Serve the stock terminal URLs with owner checks when our manager is in use."""
+        """Serve the course API, and the stock terminal URLs with owner checks when our
+        manager is in use."""
+        self.handlers.extend(course_handlers.default_handlers)
         manager_class = self._manager_class()
         if isinstance(manager_class, type) and issubclass(manager_class, SandboxTerminalManager):
             self.handlers.extend(terminal_handlers.default_handlers)
@@ -76,13 +133,26 @@ class ClaudePodsApp(ExtensionApp):
         return manager if isinstance(manager, SandboxTerminalManager) else None
 
     async def _start_jupyter_server_extension(self, serverapp: t.Any) -> None:
-        """Connect to the backend and sweep leftovers as soon as the server runs."""
+        """Open the course store; connect to the backend and sweep leftovers."""
+        try:
+            await self.ensure_courses_started()
+        except Exception:
+            # Terminals still work; the course API answers 503 and logs why.
+            self.log.exception("claude-pods: could not start the course service")
         manager = self._sandbox_manager()
         if manager is not None:
             await manager.ensure_started()
 
     async def stop_extension(self) -> None:
-        """Delete every sandbox (the terminals extension's own cleanup never runs)."""
+        """Delete every sandbox (the terminals extension's own cleanup never runs), then
+        close the course store (after the terminals, whose markers may still record)."""
         manager = self._sandbox_manager()
         if manager is not None:
             await manager.shutdown()
+        if self.courses is not None and self._courses_started is not None:
+            started, self._courses_started = self._courses_started, None
+            try:
+                await started
+            except Exception:
+                self.log.exception("claude-pods: the course service had failed to start")
+            await self.courses.stop()

@@ -15,17 +15,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
 from ..base import ProgressCallback, Sandbox, SandboxBackend, SandboxError, SandboxStream
 from ..spec import SandboxSpec, safe_slug, scrub_env
 from . import objects, podstate
 from .client import KubeClients, load_clients
 from .options import SESSION_LABEL, PodOptions
+from .pss import ALLOWED_VOLUME_TYPES
 from .reflector import Pod, PodReflector
 from .stream import ChannelStream
 
 Response = tuple[int, dict[str, Any]]
+
+#: Volume sources that may hold the courses: what the "restricted" Pod Security
+#: Standard allows, minus what cannot hold a directory tree of files (emptyDir,
+#: downwardAPI) and Secrets (nothing secret belongs in a sandbox).
+COURSES_VOLUME_TYPES = ALLOWED_VOLUME_TYPES - {"secret", "emptyDir", "downwardAPI"}
 
 
 class KubernetesBackend(SandboxBackend):
@@ -170,6 +176,41 @@ class KubernetesBackend(SandboxBackend):
     def _default_server_pod_namespace(self) -> str:
         return os.environ.get("CLAUDE_PODS_SERVER_POD_NAMESPACE", "")
 
+    courses_volume = Dict(
+        default_value={},
+        config=True,
+        help="""Volume source holding the courses directory (the same content as
+        ``CoursesConfig.courses_dir`` on the server), for example
+        ``{"persistentVolumeClaim": {"claimName": "claude-pods-courses", "readOnly": true}}``.
+        A course terminal mounts only its course's material from it (``subPath``),
+        read-only at /course. Empty: course terminals fail with a message saying so.
+        Allowed sources: """
+        + ", ".join(sorted(COURSES_VOLUME_TYPES))
+        + ".",
+    )
+
+    @validate("courses_volume")
+    def _check_courses_volume(self, proposal: Any) -> dict[str, Any]:
+        value: dict[str, Any] = proposal["value"]
+        if not value:
+            return value
+        kinds = [k for k in value if k != "name"]
+        if len(kinds) != 1 or kinds[0] not in COURSES_VOLUME_TYPES:
+            raise TraitError(
+                "KubernetesBackend.courses_volume must be one volume source of: "
+                + ", ".join(sorted(COURSES_VOLUME_TYPES))
+            )
+        source = value[kinds[0]]
+        if not isinstance(source, dict):
+            raise TraitError("KubernetesBackend.courses_volume: the source must be a mapping")
+        parts = source.get("sources") if kinds[0] == "projected" else None
+        for part in parts or []:
+            if not isinstance(part, dict) or set(part) - {"configMap"}:
+                raise TraitError(
+                    "KubernetesBackend.courses_volume: a projected volume may only hold configMaps"
+                )
+        return {kinds[0]: source}
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._clients: KubeClients | None = None
@@ -256,6 +297,7 @@ class KubernetesBackend(SandboxBackend):
             run_as_group=self.run_as_group,
             fs_group=self.fs_group,
             owner_reference=owner,
+            courses_volume=dict(self.courses_volume) or None,
         )
 
     def _ready(self) -> tuple[KubeClients, PodReflector, PodOptions]:
@@ -306,6 +348,12 @@ class KubernetesBackend(SandboxBackend):
     async def start(self, spec: SandboxSpec, progress: ProgressCallback) -> Sandbox:
         await self.startup()
         clients, reflector, options = self._ready()
+        if spec.course is not None and options.courses_volume is None:
+            raise SandboxError(
+                f"course {spec.course.id} cannot be mounted: this server has no courses volume "
+                "for sandbox pods (the administrator must set KubernetesBackend.courses_volume)",
+                reason="NoCoursesVolume",
+            )
         pod = objects.make_pod(spec, options)
         name = pod["metadata"]["name"]
         progress(f"creating sandbox pod {name} in namespace {options.namespace}…")

@@ -17,8 +17,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..spec import SandboxSpec, safe_slug, scrub_env
+from ..spec import COURSE_DIR, SandboxSpec, safe_slug, scrub_env
 from .options import (
+    COURSE_LABEL,
+    EMPTY_ANNOTATION,
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -46,6 +48,12 @@ POD_NAME_PREFIX = "sbx-"
 TERMINATION_GRACE_PERIOD_SECONDS = 5
 #: Mount path of the scratch volume; the root filesystem is read-only.
 TMP_DIR = "/tmp"  # noqa: S108 - a private emptyDir, not the node's /tmp
+#: Volumes of a course session: the operator's courses volume (mounted with the
+#: material's subPath only), and a downward-API file that is always empty, laid over
+#: files the sandbox must not see.
+COURSES_VOLUME = "courses"
+MASK_VOLUME = "course-mask"
+MASK_FILE = "empty"
 
 # RFC 1123 label: pod names and session ids (k8s docs: "Object Names and IDs").
 # Used with fullmatch: "$" would also match before a trailing newline.
@@ -108,6 +116,8 @@ def make_labels(spec: SandboxSpec, options: PodOptions) -> dict[str, str]:
         TERMINAL_LABEL: safe_slug(spec.terminal),
         SESSION_LABEL: spec.session_id,
     }
+    if spec.course is not None:
+        ours[COURSE_LABEL] = safe_slug(spec.course.id)
     return {**options.extra_labels, **ours}
 
 
@@ -186,6 +196,56 @@ def _resources(options: PodOptions) -> dict[str, dict[str, str]]:
     return {k: v for k, v in resources.items() if v}
 
 
+def _course_volumes(
+    spec: SandboxSpec, options: PodOptions
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes) showing the session's course material read-only at /course.
+
+    Only ``subPath`` = the material is mounted, never the courses volume's root: the
+    manifests beside the material hold the quiz answers. Files the spec hides (a
+    manifest or seed ``CLAUDE.md`` when the material *is* the course directory) get an
+    empty downward-API file mounted over them; they exist on the volume (the server
+    checked its own view of it), so the runtime needs no new mount point in the
+    read-only mount.
+    """
+    course = spec.course
+    if course is None:
+        return [], []
+    if not options.courses_volume:
+        raise ValueError("a course was requested but no courses volume is configured")
+    mounts: list[dict[str, Any]] = [
+        {
+            "name": COURSES_VOLUME,
+            "mountPath": COURSE_DIR,
+            "subPath": course.subpath,
+            "readOnly": True,
+        }
+    ]
+    volumes: list[dict[str, Any]] = [
+        {**copy.deepcopy(options.courses_volume), "name": COURSES_VOLUME}
+    ]
+    if course.hidden:
+        mounts += [
+            {
+                "name": MASK_VOLUME,
+                "mountPath": f"{COURSE_DIR}/{name}",
+                "subPath": MASK_FILE,
+                "readOnly": True,
+            }
+            for name in course.hidden
+        ]
+        field_path = f"metadata.annotations['{EMPTY_ANNOTATION}']"
+        volumes.append(
+            {
+                "name": MASK_VOLUME,
+                "downwardAPI": {
+                    "items": [{"path": MASK_FILE, "fieldRef": {"fieldPath": field_path}}]
+                },
+            }
+        )
+    return mounts, volumes
+
+
 def _seccomp_runtime_default() -> dict[str, str]:
     # A fresh dict per use: the manifest must not share sub-objects (callers mutate).
     return {"type": "RuntimeDefault"}
@@ -195,11 +255,13 @@ def make_pod(spec: SandboxSpec, options: PodOptions) -> dict[str, Any]:
     """The sandbox pod manifest for ``spec`` under ``options`` (camelCase, ``v1/Pod``).
 
     The result shares no mutable object with ``options``, so callers may modify it.
-    Raises :class:`ValueError` for a bad session id (see :func:`pod_name`) or a home
-    directory that is not an absolute path other than ``/tmp``.
+    Raises :class:`ValueError` for a bad session id (see :func:`pod_name`), a home
+    directory that is not an absolute path other than ``/tmp``, or a course without
+    ``options.courses_volume``.
     """
     if not options.home_dir.startswith("/") or options.home_dir.rstrip("/") == TMP_DIR:
         raise ValueError(f"home_dir {options.home_dir!r} must be an absolute path other than /tmp")
+    course_mounts, course_volumes = _course_volumes(spec, options)
 
     metadata: dict[str, Any] = {
         "name": pod_name(spec),
@@ -213,6 +275,8 @@ def make_pod(spec: SandboxSpec, options: PodOptions) -> dict[str, Any]:
             TERMINAL_NAME_ANNOTATION: spec.terminal,
         },
     }
+    if any(v["name"] == MASK_VOLUME for v in course_volumes):
+        metadata["annotations"][EMPTY_ANNOTATION] = ""
     owner_references = _owner_references(options)
     if owner_references:
         metadata["ownerReferences"] = owner_references
@@ -238,6 +302,7 @@ def make_pod(spec: SandboxSpec, options: PodOptions) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "home", "mountPath": options.home_dir},
             {"name": "tmp", "mountPath": TMP_DIR},
+            *course_mounts,
         ],
     }
     if options.tty:
@@ -246,6 +311,8 @@ def make_pod(spec: SandboxSpec, options: PodOptions) -> dict[str, Any]:
         container["tty"] = True
     if options.working_dir:
         container["workingDir"] = options.working_dir
+    elif spec.course is not None:
+        container["workingDir"] = COURSE_DIR
     resources = _resources(options)
     if resources:
         container["resources"] = resources
@@ -282,6 +349,7 @@ def make_pod(spec: SandboxSpec, options: PodOptions) -> dict[str, Any]:
         "volumes": [
             {"name": "home", "emptyDir": {"sizeLimit": options.home_size_limit}},
             {"name": "tmp", "emptyDir": {"sizeLimit": options.tmp_size_limit}},
+            *course_volumes,
         ],
     }
     if options.active_deadline_seconds is not None:

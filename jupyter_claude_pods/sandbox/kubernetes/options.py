@@ -14,8 +14,11 @@ LABEL_PREFIX = "claude-pods.jupyter.org"
 USER_LABEL = f"{LABEL_PREFIX}/user"
 TERMINAL_LABEL = f"{LABEL_PREFIX}/terminal"
 SESSION_LABEL = f"{LABEL_PREFIX}/session"
+COURSE_LABEL = f"{LABEL_PREFIX}/course"
 USERNAME_ANNOTATION = f"{LABEL_PREFIX}/username"
 TERMINAL_NAME_ANNOTATION = f"{LABEL_PREFIX}/terminal-name"
+#: Always empty: the content of the file laid over hidden course files.
+EMPTY_ANNOTATION = f"{LABEL_PREFIX}/empty"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
@@ -62,3 +65,6 @@ class PodOptions:
     #: only when it runs in the same namespace (cross-namespace owners are invalid and
     #: would make the garbage collector delete the sandbox at once).
     owner_reference: dict[str, str] | None = None
+    #: A volume source (``{"persistentVolumeClaim": {...}}``) holding the courses
+    #: directory; a course session mounts its material from it. ``None``: no courses.
+    courses_volume: dict[str, Any] | None = None

@@ -65,6 +65,18 @@ INSTALL_HINT = (
 ProxyReady = Callable[[bytes | None, str, str], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class _SessionCourse:
+    """The course material one session binds, as checked on the host at its start."""
+
+    #: Host directory bound at ``course_dir`` (``None``: no course material).
+    source: str | None
+    #: Names in it to cover with an empty file (they exist there as regular files).
+    hidden: tuple[str, ...]
+    #: The program's working directory (also the directory the seeded home trusts).
+    working_dir: str
+
+
 class _ConfigProblem(Exception):
     """The backend cannot run here; the message is shown in every terminal."""
 
@@ -242,15 +254,18 @@ class LocalBackend(SandboxBackend):
         "",
         config=True,
         help="Working directory of the sandbox program; empty = the course directory when "
-        "``course_root`` is set, else the home directory.",
+        "the session has a course (or ``course_root`` is set), else the home directory.",
     )
     course_root = Unicode(
         "",
         config=True,
-        help="Host directory of course material, bound read-only at ``course_dir`` in every "
-        "sandbox; empty = none.",
+        help="""Host directory of course material, bound read-only at ``course_dir`` in every
+        sandbox that is not a course terminal; empty = none. A course terminal (``POST
+        /api/terminals`` with a ``course``) gets its own course's material there instead.""",
     )
-    course_dir = Unicode("/course", config=True, help="Where ``course_root`` appears inside.")
+    course_dir = Unicode(
+        "/course", config=True, help="Where course material appears inside the sandbox."
+    )
     sandbox_uid = Integer(1000, config=True, help="The uid of the sandbox user, inside it.")
     sandbox_gid = Integer(1000, config=True, help="The gid of the sandbox user, inside it.")
     host_uid = Integer(
@@ -645,9 +660,10 @@ class LocalBackend(SandboxBackend):
         sandbox = Sandbox(spec=spec, name=name, extra={"dir": session_dir})
         self._sandboxes[name] = sandbox
         try:
-            await asyncio.to_thread(self._make_session_dir, layout, session_dir)
+            course = await asyncio.to_thread(self._session_course, layout, spec)
+            await asyncio.to_thread(self._make_session_dir, layout, session_dir, course)
             progress("starting…")
-            await self._spawn(sandbox, layout)
+            await self._spawn(sandbox, layout, course)
         except BaseException:
             await self.stop(sandbox)
             raise
@@ -660,14 +676,52 @@ class LocalBackend(SandboxBackend):
         )
         return sandbox
 
-    def _make_session_dir(self, layout: _Layout, path: Path) -> None:
+    def _session_course(self, layout: _Layout, spec: SandboxSpec) -> _SessionCourse:
+        """What this session binds at ``course_dir``: its own course, else ``course_root``.
+
+        Checked at each start (blocking: in a thread) because courses change while the
+        server runs. Only the material directory is bound, never the course directory
+        with its manifest; a hidden name is covered only if it is a regular file (a
+        directory or symlink there could not be covered safely, so it is refused).
+        """
+        course = spec.course
+        if course is None:
+            return _SessionCourse(layout.course_source, (), layout.working_dir)
+        material = Path(course.host_path)
+        if not material.is_dir():
+            raise SandboxError(
+                f"the material of course {course.id} is missing on the server", reason="NoCourse"
+            )
+        hidden = []
+        for name in course.hidden:
+            try:
+                st = (material / name).lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise SandboxError(
+                    f"course {course.id}: {name} in its material is not a regular file, so it "
+                    "cannot be hidden from the sandbox",
+                    reason="BadCourse",
+                )
+            hidden.append(name)
+        if layout.host_ids is not None:
+            try:
+                self._check_reachable(
+                    [("the course material", str(material), stat.S_IXOTH)], *layout.host_ids
+                )
+            except _ConfigProblem as e:
+                raise SandboxError(str(e), reason="BadCourse") from None
+        return _SessionCourse(str(material), tuple(hidden), self.working_dir or self.course_dir)
+
+    def _make_session_dir(self, layout: _Layout, path: Path, course: _SessionCourse) -> None:
         path.mkdir(mode=layout.dir_mode)
         path.chmod(layout.dir_mode)
         home, tmp = path / "home", path / "tmp"
         home.mkdir(mode=0o700)
         tmp.mkdir(mode=0o700)
         if layout.seed_home is not None:
-            layout.seed_home(home, layout.working_dir)
+            layout.seed_home(home, course.working_dir)
         if layout.claude_path is not None:
             # Where a native install keeps its command; without it the CLI warns at every
             # start that "claude command at ~/.local/bin/claude [is] missing or broken".
@@ -678,7 +732,7 @@ class LocalBackend(SandboxBackend):
             _chown_tree(home, *layout.host_ids)
             os.chown(tmp, *layout.host_ids)
 
-    def _options(self, layout: _Layout, session_dir: Path) -> BwrapOptions:
+    def _options(self, layout: _Layout, session_dir: Path, course: _SessionCourse) -> BwrapOptions:
         secrets_ = self.proxy.key_values() if self.proxy is not None else ()
         env_key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
         secret_values = tuple({*secrets_, *([env_key] if env_key else [])})
@@ -691,12 +745,13 @@ class LocalBackend(SandboxBackend):
             system=layout.system,
             etc=layout.etc,
             home_dir=self.home_dir,
-            working_dir=layout.working_dir,
+            working_dir=course.working_dir,
             uid=self.sandbox_uid,
             gid=self.sandbox_gid,
             policy_dir=layout.policy_dir,
-            course_source=layout.course_source,
+            course_source=course.source,
             course_dir=self.course_dir,
+            course_hidden=course.hidden,
             proxy_socket=str(self.proxy.socket_path) if proxy_on and self.proxy else None,
             proxy_port=self.proxy_port_in_sandbox,
             forwarder=layout.forwarder,
@@ -711,10 +766,10 @@ class LocalBackend(SandboxBackend):
             secrets=secret_values,
         )
 
-    async def _spawn(self, sandbox: Sandbox, layout: _Layout) -> None:
+    async def _spawn(self, sandbox: Sandbox, layout: _Layout, course: _SessionCourse) -> None:
         """Start bwrap on a PTY and wait until the program is about to run."""
         spec = sandbox.spec
-        options = self._options(layout, sandbox.extra["dir"])
+        options = self._options(layout, sandbox.extra["dir"], course)
         passed: list[int] = []  # the child's copies; ours are closed once it runs
         kept: list[int] = []  # our read ends, closed when started
         try:

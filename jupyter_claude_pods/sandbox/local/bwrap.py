@@ -14,7 +14,9 @@ place. What the sandbox gets:
   would leave no place to create the mount point), with our own ``passwd``, ``group``,
   ``hosts`` and ``hostname``;
 * a private writable home and ``/tmp`` (directories of this session, on the host), the
-  course material read-only, everything else read-only (the root is remounted so);
+  course material read-only (with an empty file over a manifest or seed ``CLAUDE.md``
+  that lies in it: those hold quiz answers), everything else read-only (the root is
+  remounted so);
 * the key proxy's Unix socket and the relay (:mod:`.forwarder`) under
   ``/run/claude-pods``; the relay listens on the sandbox's own loopback, which is all
   of its network;
@@ -93,6 +95,9 @@ class BwrapOptions:
     #: Host directory of course material, bound read-only at ``course_dir``.
     course_source: str | None = None
     course_dir: str = "/course"
+    #: Names of files directly in ``course_source`` to cover with ``empty_file`` (a
+    #: manifest or a seed ``CLAUDE.md`` holding quiz answers); each must exist there.
+    course_hidden: tuple[str, ...] = ()
     #: The key proxy's Unix socket on the host (``None``: no proxy in this sandbox).
     proxy_socket: str | None = None
     proxy_port: int = 8787
@@ -141,6 +146,8 @@ def sandbox_env(spec: SandboxSpec, options: BwrapOptions) -> dict[str, str]:
     env.update(options.extra_env)
     env.update(spec.env)
     env["HOME"] = options.home_dir
+    if spec.course is not None and options.course_source is not None:
+        env["CLAUDE_PODS_COURSE_DIR"] = options.course_dir
     if options.proxy_socket is not None:
         env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{options.proxy_port}"
     else:
@@ -253,6 +260,12 @@ def bwrap_parts(spec: SandboxSpec, options: BwrapOptions) -> tuple[list[str], li
     args += ["--bind", options.home_source, home]
     if options.course_source is not None:
         args += ["--ro-bind", options.course_source, options.course_dir]
+        if options.course_hidden and options.empty_file is None:
+            raise ValueError("hiding course files needs an empty file to bind over them")
+        for name in options.course_hidden:
+            if not name or "/" in name or name in (".", ".."):
+                raise ValueError(f"hidden course file {name!r} must be a plain file name")
+            args += ["--ro-bind", str(options.empty_file), f"{options.course_dir}/{name}"]
     if options.proxy_socket is not None:
         args += ["--ro-bind", options.proxy_socket, PROXY_SOCKET]
     if options.forwarder is not None:

@@ -15,20 +15,18 @@ import json
 import typing as t
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.auth.identity import (
-    IdentityProvider,
-    LegacyIdentityProvider,
-    PasswordIdentityProvider,
-)
 from jupyter_server_terminals.api_handlers import TerminalHandler, TerminalRootHandler
 from jupyter_server_terminals.handlers import TermSocket
 from tornado import web
 
-from .manager import SandboxTerminalManager
+from ..courses.handlers import CONFIG_SETTING, SERVICE_SETTING, START_SETTING
+from ..identity import username as _username
+from .manager import CourseSession, SandboxTerminalManager
 
 #: Body fields of ``POST /api/terminals`` we accept (``cwd`` is the stock frontend's;
-#: a server-side path means nothing inside a sandbox, so it is ignored).
-CREATE_FIELDS = frozenset({"name", "cwd"})
+#: a server-side path means nothing inside a sandbox, so it is ignored). ``course`` and
+#: ``stage`` open a course terminal (see :meth:`SandboxTerminalManager.resolve_course`).
+CREATE_FIELDS = frozenset({"name", "cwd", "course", "stage"})
 
 
 def _manager(handler: web.RequestHandler) -> SandboxTerminalManager:
@@ -36,27 +34,6 @@ def _manager(handler: web.RequestHandler) -> SandboxTerminalManager:
     manager = handler.settings["terminal_manager"]
     assert isinstance(manager, SandboxTerminalManager)
     return manager
-
-
-#: Jupyter's own token/password logins: one shared secret, one principal. They name
-#: each new browser or API client with a random anonymous user, which identifies a
-#: cookie, not a person.
-SHARED_SECRET_PROVIDERS = (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
-
-
-def _username(handler: web.RequestHandler) -> str:
-    """Who owns what this request creates or sees.
-
-    Under an identity provider that knows people (JupyterHub's, or any custom one),
-    the authenticated username. Under Jupyter's stock token/password login everyone
-    holding the secret is the server's owner, so terminals belong to that owner (as
-    with stock terminals, which every token holder sees).
-    """
-    provider = handler.settings.get("identity_provider")
-    if type(provider) in SHARED_SECRET_PROVIDERS:
-        return _manager(handler).default_owner
-    user = handler.current_user
-    return str(getattr(user, "username", None) or user)
 
 
 class OwnedTerminalRootHandler(TerminalRootHandler):
@@ -70,8 +47,8 @@ class OwnedTerminalRootHandler(TerminalRootHandler):
 
     @web.authenticated
     @authorized
-    def post(self) -> None:
-        """Create a terminal (and its sandbox) for the caller."""
+    async def post(self) -> None:
+        """Create a terminal (and its sandbox) for the caller, optionally for a course."""
         data = self.get_json_body() or {}
         if not isinstance(data, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
@@ -81,8 +58,32 @@ class OwnedTerminalRootHandler(TerminalRootHandler):
         name = data.get("name")
         if name is not None and not isinstance(name, str):
             raise web.HTTPError(400, "name must be a string")
-        model = _manager(self).create(name=name, owner=_username(self))
+        owner = _username(self)
+        course = await self._course(owner, data)
+        model = _manager(self).create(name=name, owner=owner, course=course)
         self.finish(json.dumps(model))
+
+    async def _course(self, owner: str, data: dict[str, t.Any]) -> CourseSession | None:
+        """The course the body asks for (``course``, optional ``stage``), resolved."""
+        course_id, stage = data.get("course"), data.get("stage")
+        if course_id is None:
+            if stage is not None:
+                raise web.HTTPError(400, "stage needs a course")
+            return None
+        start = self.settings.get(START_SETTING)
+        if start is not None:
+            try:
+                await start()
+            except Exception:
+                self.log.exception("claude-pods: the course service could not start")
+                raise web.HTTPError(503, "course progress is unavailable") from None
+        return await _manager(self).resolve_course(
+            self.settings.get(SERVICE_SETTING),
+            self.settings.get(CONFIG_SETTING),
+            owner,
+            course_id,
+            stage,
+        )
 
 
 class OwnedTerminalHandler(TerminalHandler):

@@ -81,6 +81,9 @@ class SandboxTerminal:
         self.ptyproc = _StdinFacade(self)
         #: Called with every coalesced output string (e.g. tutor-marker detection).
         self.observers: list[Callable[[str], None]] = []
+        #: The course (id) and stage this terminal was opened for, if any.
+        self.course: str | None = None
+        self.stage: int | None = None
         self._ready = ready
         self._prepare = prepare
         self._on_exit = on_exit

@@ -217,3 +217,87 @@ async def test_runs_under_posix_shells(launch: Launch, shell: str) -> None:
         "argv": [*TOOLS, "--", "Resume the course at stage 4."],
         "cwd": str(launch.course),
     }
+
+
+# --- course tutor ---------------------------------------------------------------------
+
+#: Shell syntax, printf directives, escapes and odd line structure: all must arrive as is.
+TUTOR = (
+    "-n # Tutor for $(touch {marker}) and `touch {marker}`\n"
+    "Print %s and %d and \\n and \\c literally; ${{HOME}} $HOME ' \" *\n"
+    "Unicode: é 日本語 ✓\n\n\n"
+)
+TUTOR_STUB = """#!{python}
+import json, os, sys
+print(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(),
+                  "tutor_env": os.environ.get("CLAUDE_PODS_TUTOR")}}))
+"""
+
+
+@pytest.fixture
+def tutor_launch(launch: Launch) -> Launch:
+    """The launcher with a stub that also reports whether the tutor variable reached it."""
+    launch.stub.write_text(TUTOR_STUB.format(python=sys.executable))
+    return launch
+
+
+async def test_tutor_is_written_verbatim_to_user_memory(tutor_launch: Launch) -> None:
+    marker = tutor_launch.root / "PWNED"
+    tutor = TUTOR.format(marker=marker)
+    result = await tutor_launch(CLAUDE_PODS_TUTOR=tutor, CLAUDE_PODS_STAGE="2")
+    memory = tutor_launch.home / ".claude" / "CLAUDE.md"
+    assert memory.read_bytes() == tutor.encode()  # byte for byte, trailing newlines too
+    assert not marker.exists()
+    assert reported(result) == {
+        "argv": [*TOOLS, "--", "Resume the course at stage 2."],
+        "cwd": str(tutor_launch.course),
+        "tutor_env": None,  # not passed on to claude and its children
+    }
+    assert "tutor" not in result.stderr
+
+
+async def test_tutor_replaces_an_existing_memory_file(tutor_launch: Launch) -> None:
+    (tutor_launch.home / ".claude").mkdir(mode=0o700)
+    memory = tutor_launch.home / ".claude" / "CLAUDE.md"
+    memory.write_text("an older, much longer tutor text\n" * 10)
+    await tutor_launch(CLAUDE_PODS_TUTOR="short")
+    assert memory.read_text() == "short"
+
+
+@pytest.mark.parametrize("tutor", [None, ""])
+async def test_no_tutor_writes_no_memory(tutor_launch: Launch, tutor: str | None) -> None:
+    result = await tutor_launch(CLAUDE_PODS_TUTOR=tutor)
+    assert reported(result)["argv"] == TOOLS
+    assert not (tutor_launch.home / ".claude").exists()
+
+
+async def test_unwritable_memory_warns_and_still_starts_claude(tutor_launch: Launch) -> None:
+    (tutor_launch.home / ".claude").write_text("a file where a directory should be")
+    result = await tutor_launch(CLAUDE_PODS_TUTOR="teach")
+    assert reported(result)["argv"] == TOOLS
+    assert "tutor instructions could not be written" in result.stderr
+
+
+async def test_tutor_without_home_warns_and_still_starts_claude(tutor_launch: Launch) -> None:
+    result = await tutor_launch(CLAUDE_PODS_TUTOR="teach", HOME=None)
+    assert reported(result)["cwd"] == str(tutor_launch.course)
+    assert "tutor instructions could not be written" in result.stderr
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+async def test_tutor_under_posix_shells(tutor_launch: Launch, shell: str) -> None:
+    path = shutil.which(shell)
+    if path is None:
+        pytest.skip(f"{shell} is not installed")
+    argv = [path, "sh"] if shell == "busybox" else [path, "--posix"] if shell == "bash" else [path]
+    marker = tutor_launch.root / "PWNED"
+    tutor = TUTOR.format(marker=marker) + "x" * 60_000  # near the 64 KiB cap
+    result = await run(
+        [*argv, str(LAUNCHER)],
+        {**tutor_launch.env, "CLAUDE_PODS_TUTOR": tutor, "CLAUDE_PODS_STAGE": "1"},
+        timeout=10,
+        stdin=b"\n",
+    )
+    assert reported(result)["tutor_env"] is None
+    assert (tutor_launch.home / ".claude" / "CLAUDE.md").read_bytes() == tutor.encode()
+    assert not marker.exists()

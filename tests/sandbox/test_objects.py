@@ -19,6 +19,8 @@ from jupyter_claude_pods.sandbox.kubernetes.objects import (
     pod_name,
 )
 from jupyter_claude_pods.sandbox.kubernetes.options import (
+    COURSE_LABEL,
+    EMPTY_ANNOTATION,
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -33,7 +35,7 @@ from jupyter_claude_pods.sandbox.kubernetes.pss import (
     hardening_violations,
     restricted_violations,
 )
-from jupyter_claude_pods.sandbox.spec import SandboxSpec, safe_slug, scrub_env
+from jupyter_claude_pods.sandbox.spec import CourseMount, SandboxSpec, safe_slug, scrub_env
 
 K8S_VERSION = "1.34.0"
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -504,3 +506,144 @@ def test_make_pod_output_shares_nothing_with_options() -> None:
     assert make_pod(make_spec(), options)["spec"]["containers"][0]["securityContext"][
         "seccompProfile"
     ] == {"type": "RuntimeDefault"}
+
+
+# --- course sessions ----------------------------------------------------------------
+
+PVC = {"persistentVolumeClaim": {"claimName": "claude-pods-courses", "readOnly": True}}
+CONFIG_MAP = {"configMap": {"name": "intro-course"}}
+MATERIAL = CourseMount(
+    id="Intro_1", subpath="Intro_1/material", host_path="/srv/c/Intro_1/material"
+)
+SEED = CourseMount(
+    id="seed-course",
+    subpath="seed-course",
+    host_path="/srv/c/seed-course",
+    hidden=("course.yaml", "CLAUDE.md"),
+)
+COURSE_CASES = {
+    "pvc-material": (MATERIAL, PVC),
+    "pvc-seed": (SEED, PVC),
+    "configmap": (MATERIAL, CONFIG_MAP),
+}
+
+
+def course_pod(course: CourseMount, volume: dict[str, Any], **options: Any) -> dict[str, Any]:
+    return make_pod(make_spec(course=course), make_options(courses_volume=volume, **options))
+
+
+def mounts_of(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod["spec"]["containers"][0]["volumeMounts"])
+
+
+@pytest.mark.parametrize("case", COURSE_CASES)
+def test_course_pod_is_valid_restricted_and_hardened(case: str) -> None:
+    course, volume = COURSE_CASES[case]
+    for options in ({}, {"working_dir": "/home/claude"}):
+        pod = course_pod(course, volume, **options)
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        assert restricted_violations(pod) == []
+        assert hardening_violations(pod) == []
+
+
+def test_course_material_is_mounted_read_only_by_subpath() -> None:
+    pod = course_pod(MATERIAL, PVC)
+    course_mounts = [m for m in mounts_of(pod) if m["name"] == "courses"]
+    # Only the material's subPath, never the volume's root (the manifests lie beside it).
+    assert course_mounts == [
+        {"name": "courses", "mountPath": "/course", "subPath": "Intro_1/material", "readOnly": True}
+    ]
+    assert {"name": "courses", **PVC} in pod["spec"]["volumes"]
+    assert pod["spec"]["containers"][0]["workingDir"] == "/course"
+    assert pod["metadata"]["labels"][COURSE_LABEL] == safe_slug("Intro_1")
+    assert LABEL_VALUE.fullmatch(pod["metadata"]["labels"][COURSE_LABEL])
+    # Nothing hidden, so no mask volume and no empty annotation.
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["home", "tmp", "courses"]
+    assert EMPTY_ANNOTATION not in pod["metadata"]["annotations"]
+
+
+def test_hidden_course_files_are_covered_by_an_empty_file() -> None:
+    pod = course_pod(SEED, PVC)
+    mounts = mounts_of(pod)
+    assert mounts[2] == {
+        "name": "courses",
+        "mountPath": "/course",
+        "subPath": "seed-course",
+        "readOnly": True,
+    }
+    assert mounts[3:] == [
+        {
+            "name": "course-mask",
+            "mountPath": f"/course/{name}",
+            "subPath": "empty",
+            "readOnly": True,
+        }
+        for name in ("course.yaml", "CLAUDE.md")
+    ]
+    (mask,) = [v for v in pod["spec"]["volumes"] if v["name"] == "course-mask"]
+    (item,) = mask["downwardAPI"]["items"]
+    assert item["path"] == "empty"
+    # The file's content is an annotation that is always empty.
+    assert item["fieldRef"]["fieldPath"] == f"metadata.annotations['{EMPTY_ANNOTATION}']"
+    assert pod["metadata"]["annotations"][EMPTY_ANNOTATION] == ""
+
+
+def test_no_course_no_course_volume_or_label() -> None:
+    pod = make_pod(make_spec(), make_options(courses_volume=PVC))
+    assert COURSE_LABEL not in pod["metadata"]["labels"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["home", "tmp"]
+    assert "workingDir" not in pod["spec"]["containers"][0]
+
+
+def test_a_course_without_a_courses_volume_is_refused() -> None:
+    with pytest.raises(ValueError, match="no courses volume"):
+        make_pod(make_spec(course=MATERIAL), make_options())
+
+
+def test_extra_labels_cannot_fake_the_course_label() -> None:
+    options = make_options(courses_volume=PVC, extra_labels={COURSE_LABEL: "other"})
+    assert make_pod(make_spec(), options)["metadata"]["labels"][COURSE_LABEL] == "other"
+    labels = make_pod(make_spec(course=MATERIAL), options)["metadata"]["labels"]
+    assert labels[COURSE_LABEL] == safe_slug("Intro_1")
+
+
+def test_course_pod_is_pure_and_shares_nothing_with_options() -> None:
+    spec = make_spec(course=SEED)
+    options = make_options(courses_volume=copy.deepcopy(PVC))
+    before = copy.deepcopy(options)
+    pod = make_pod(spec, options)
+    assert make_pod(spec, options) == pod
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "courses")
+    volume["persistentVolumeClaim"]["claimName"] = "changed"
+    assert options == before
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"id": "../etc"},
+        {"id": "a b"},
+        {"id": "x$(id)"},
+        {"id": "a\n"},
+        {"subpath": "../other/material"},
+        {"subpath": "/srv/c/intro"},
+        {"subpath": "intro/../../etc"},
+        {"subpath": ""},
+        {"subpath": "intro//material"},
+        {"subpath": "intro/./material"},
+        {"host_path": "relative/material"},
+        {"hidden": ("../course.yaml",)},
+        {"hidden": ("a/b",)},
+        {"hidden": ("..",)},
+        {"hidden": ("",)},
+        {"hidden": ("x\x00",)},
+    ],
+)
+def test_course_mount_refuses_paths_that_could_escape(fields: dict[str, Any]) -> None:
+    values: dict[str, Any] = {
+        "id": "intro",
+        "subpath": "intro/material",
+        "host_path": "/srv/c/intro/material",
+    }
+    with pytest.raises(ValueError):
+        CourseMount(**{**values, **fields})

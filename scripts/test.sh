@@ -10,6 +10,10 @@ command -v stty >/dev/null || missing+=(coreutils)
 command -v bash >/dev/null || missing+=(bash)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v openssl >/dev/null || missing+=(openssl)
+# Browser tests (tests/browser): Debian's Chromium, driven by playwright-core (Playwright's
+# own browser downloads cannot work here); Node.js also builds the JupyterLab extension.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -32,6 +36,14 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | { grep -v "is ignored" || true; }
 .venv/bin/python -c "import jupyter_claude_pods, kubernetes_validate, pytest_jupyter" # fail loudly if the install failed
+
+# The JupyterLab extension (built by the editable install above through hatch-jupyter-builder)
+# and its unit tests; playwright-core for the browser tests (npm registry only).
+JLPM() { (root=$PWD && cd labextension && PATH="$root/.venv/bin:$PATH" jlpm "$@"); }
+[ -d labextension/node_modules ] || JLPM install
+[ -d tests/browser/node_modules/playwright-core ] ||
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+echo "== labextension unit tests"; JLPM test
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate  # type: ignore[import-untyped]
 from jupyter_core.paths import SYSTEM_CONFIG_PATH
 from jupyter_server.serverapp import ServerApp
+from jupyter_server_terminals.app import TerminalsExtensionApp
 from kubernetes.utils import parse_quantity
 from traitlets.config import Config
 
@@ -71,7 +72,13 @@ ROLE_GRANTS = {
     ("", "pods/attach"): {"create", "get"},
     ("", "events"): {"get", "list", "watch"},
 }
-CONFIG_CLASSES = (ServerApp, SandboxTerminalManager, KubernetesBackend, CoursesConfig)
+CONFIG_CLASSES = (
+    ServerApp,
+    TerminalsExtensionApp,
+    SandboxTerminalManager,
+    KubernetesBackend,
+    CoursesConfig,
+)
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -593,6 +600,13 @@ def check_config(objs: Sequence[Obj], settings: Settings) -> list[str]:
                 violations.append(f"config: {section}.{key} is not an option")
     b, m, courses = settings.backend, settings.manager, settings.courses
     want = {
+        # Named in the config, not only swapped in by the extension: should the package
+        # fail to import, the terminals extension then fails too instead of serving
+        # shells in the Jupyter pod (which holds the service-account token).
+        "TerminalsExtensionApp.terminal_manager_class": (
+            settings.config.get("TerminalsExtensionApp", {}).get("terminal_manager_class"),
+            "jupyter_claude_pods.terminals.SandboxTerminalManager",
+        ),
         "SandboxTerminalManager.backend": (m.backend, "kubernetes"),
         "KubernetesBackend.namespace": (b.namespace, SANDBOX_NS),
         "KubernetesBackend.image": (b.image, IMAGES["sandbox"]),

@@ -207,8 +207,11 @@ def main(argv: list[str]) -> None:
     if ready is not None:
         os.write(ready, b"1")
         os.close(ready)
-    # Python ignores SIGPIPE and SIGXFSZ; an exec'd program would inherit that.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Python ignores SIGPIPE and SIGXFSZ, and whoever started us may ignore hang-ups
+    # (nohup) or block signals; an exec'd program would inherit all of that.
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
         os.execv(found, program)  # noqa: S606 - the sandbox's own program, argv as given

@@ -41,9 +41,35 @@ def set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+#: Signals a terminal program expects at their default action. A server started under
+#: ``nohup`` (or a service manager that ignores SIGHUP/SIGINT) would otherwise pass the
+#: ignored disposition down into every sandbox, and hanging up a sandbox would not end it.
+_RESET_SIGNALS = tuple(
+    sig
+    for sig in (
+        signal.SIGHUP,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGTERM,
+        signal.SIGPIPE,
+        signal.SIGXFSZ,
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+    )
+)
+
+
 def _take_terminal() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Make stdin (the PTY) the controlling terminal of the new session."""
+    """Make stdin (the PTY) the controlling terminal of the new session, with default
+    signal dispositions and no blocked signals (both survive exec)."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in _RESET_SIGNALS:
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except ValueError:  # not forked from the main thread: the exec'd program decides
+            break
 
 
 class PtyProcess:

@@ -16,7 +16,11 @@ Usage::
 
 What is simulated:
 
-* discovery (``/version``, ``/api``, ``/apis``, ``/api/v1``), namespaces and events;
+* discovery (``/version``, ``/api``, ``/apis``, ``/api/v1``), namespaces (with labels)
+  and events;
+* what ``jupyter claude-pods doctor`` asks: ``SelfSubjectAccessReview`` (answered from the
+  same RBAC denials as ``Faults.forbid``), and one node whose ``status.images`` lists
+  ``node_images``;
 * pods: create / get / list / watch / patch / delete (+ collection) with ``kind: Status``
   errors, a global resourceVersion counter and a bounded watch history (410 Expired outside
   it); kubectl's Table rendering (``Accept: ...;as=Table``) and watch-list
@@ -1079,7 +1083,10 @@ class FakeKubeAPI:
     * ``default_command`` - argv of an attach-mode container without ``command``;
     * ``exit_drain_seconds`` - how long to wait for output after a process exits when a
       background child still holds its terminal;
-    * ``kubernetes_version`` - served by ``/version`` and used for schema validation.
+    * ``kubernetes_version`` - served by ``/version`` and used for schema validation;
+    * ``node_images`` - the ``names`` of each ``status.images`` entry of the one node;
+    * ``kubernetes_service_env`` - give every exec ``KUBERNETES_SERVICE_HOST``/``_PORT``
+      pointing at this fake (as the kubelet points them at the ``kubernetes`` Service).
 
     Observation (all updated before the response or event that reveals them):
     ``pods`` (``"ns/name"`` -> live pod dict), ``created_bodies``, ``requests``
@@ -1107,6 +1114,8 @@ class FakeKubeAPI:
         default_command: Sequence[str] = ("/bin/sh",),
         exit_drain_seconds: float = 0.2,
         kubernetes_version: str = "1.34.0",
+        node_images: Iterable[Sequence[str]] = (),
+        kubernetes_service_env: bool = False,
     ) -> None:
         self.token = token
         self.protocols = tuple(protocols)
@@ -1119,6 +1128,9 @@ class FakeKubeAPI:
         self.default_command = list(default_command)
         self.exit_drain_seconds = exit_drain_seconds
         self.kubernetes_version = kubernetes_version
+        #: ``names`` of each image the node reports in ``status.images`` (mutable).
+        self.node_images: list[list[str]] = [list(names) for names in node_images]
+        self.kubernetes_service_env = kubernetes_service_env
         self.faults = Faults(user, on_schedulable=self._retry_scheduling)
 
         #: ``"namespace/name"`` -> the current pod object (live; do not mutate).
@@ -1258,8 +1270,14 @@ class FakeKubeAPI:
         target.write_text(yaml.safe_dump(config, sort_keys=False))
         return target
 
-    def add_namespace(self, name: str) -> None:
+    def add_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        """Create namespace ``name``; ``labels`` are added (also to an existing one)."""
         if name in self.namespaces:
+            if labels:
+                self._rv += 1
+                meta = self.namespaces[name]["metadata"]
+                meta["labels"].update(labels)
+                meta["resourceVersion"] = str(self._rv)
             return
         self._rv += 1
         self.namespaces[name] = {
@@ -1270,7 +1288,7 @@ class FakeKubeAPI:
                 "uid": str(uuid.uuid4()),
                 "resourceVersion": str(self._rv),
                 "creationTimestamp": _now(),
-                "labels": {"kubernetes.io/metadata.name": name},
+                "labels": {"kubernetes.io/metadata.name": name, **(labels or {})},
             },
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
@@ -1942,6 +1960,9 @@ class FakeKubeAPI:
             "TERM": "xterm-256color",
             "HOSTNAME": pod["metadata"]["name"],
         }
+        if self.kubernetes_service_env:
+            env["KUBERNETES_SERVICE_HOST"] = "127.0.0.1"
+            env["KUBERNETES_SERVICE_PORT"] = str(self.port)
         declared: dict[str, str] = {}
         for item in spec.get("env") or []:
             if "value" in item or "valueFrom" not in item:
@@ -2143,6 +2164,12 @@ class FakeKubeAPI:
                 (r"/api/v1/?", _ResourceListHandler, args),
                 (r"/api/v1/namespaces/?", _NamespacesHandler, args),
                 (r"/api/v1/namespaces/([^/]+)/?", _NamespaceHandler, args),
+                (r"/api/v1/nodes/?", _NodesHandler, args),
+                (
+                    r"/apis/authorization.k8s.io/v1/selfsubjectaccessreviews/?",
+                    _SelfSubjectAccessReviewHandler,
+                    args,
+                ),
                 (r"/api/v1/pods/?", _PodCollectionHandler, args),
                 (r"/api/v1/namespaces/([^/]+)/pods/?", _PodCollectionHandler, args),
                 (pod + r"/?", _PodHandler, args),
@@ -2609,6 +2636,111 @@ class _NamespaceHandler(_BaseHandler):
         if obj is None:
             raise _not_found(namespace, "namespaces")
         self.send_json(200, obj)
+
+
+class _NodesHandler(_BaseHandler):
+    """One Ready node whose ``status.images`` lists ``FakeKubeAPI.node_images``."""
+
+    async def get(self) -> None:
+        await self.admit("list", "nodes", None, None)
+        api = self.api
+        version = f"v{api.kubernetes_version}"
+        node: Obj = {
+            "kind": "Node",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": NODE_NAME,
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, NODE_NAME)),
+                "resourceVersion": "1",
+                "creationTimestamp": _now(-3600),
+                "labels": {
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "node-role.kubernetes.io/control-plane": "true",
+                },
+            },
+            "spec": {"podCIDR": "10.42.0.0/24"},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": HOST_IP},
+                    {"type": "Hostname", "address": NODE_NAME},
+                ],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                    }
+                ],
+                "images": [
+                    {"names": list(names), "sizeBytes": 100_000_000 + i}
+                    for i, names in enumerate(api.node_images)
+                ],
+                "nodeInfo": {
+                    "kubeletVersion": version,
+                    "containerRuntimeVersion": "containerd://2.0.0",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                },
+            },
+        }
+        self.send_json(
+            200,
+            {
+                "kind": "NodeList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(api._rv)},
+                "items": [node],
+            },
+        )
+
+
+class _SelfSubjectAccessReviewHandler(_BaseHandler):
+    """``kubectl auth can-i``: allowed unless ``Faults.forbid`` denies the verb/resource.
+
+    Every authenticated user may create these reviews (``system:basic-user``), so the
+    request itself is never denied. ``resource`` + ``/`` + ``subresource`` is the key
+    ``forbid`` uses, so one switch denies both the real request and the review.
+    """
+
+    async def post(self) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict) or body.get("kind") not in (None, "SelfSubjectAccessReview"):
+            raise _bad_request("expected a SelfSubjectAccessReview")
+        spec = body.get("spec") or {}
+        attributes = spec.get("resourceAttributes")
+        non_resource = spec.get("nonResourceAttributes")
+        if (attributes is None) == (non_resource is None):
+            raise ApiError(
+                422,
+                "Invalid",
+                "SelfSubjectAccessReview.authorization.k8s.io is invalid: spec.resourceAttributes: "
+                "Invalid value: exactly one of nonResourceAttributes or resourceAttributes "
+                "must be specified",
+                {"group": "authorization.k8s.io", "kind": "SelfSubjectAccessReview"},
+            )
+        if attributes is not None:
+            resource = str(attributes.get("resource") or "")
+            if attributes.get("subresource"):
+                resource += f"/{attributes['subresource']}"
+            key = (str(attributes.get("verb") or ""), resource)
+        else:
+            key = (str(non_resource.get("verb") or ""), str(non_resource.get("path") or ""))
+        allowed = key not in self.api.faults.forbidden
+        status: Obj = {"allowed": allowed}
+        if allowed:
+            status["reason"] = "fake API server: allowed"
+        self.send_json(
+            201,
+            {
+                "kind": "SelfSubjectAccessReview",
+                "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": None},
+                "spec": spec,
+                "status": status,
+            },
+        )
 
 
 class _PodCollectionHandler(_BaseHandler):

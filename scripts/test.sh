@@ -10,6 +10,7 @@ command -v stty >/dev/null || missing+=(coreutils)
 command -v bash >/dev/null || missing+=(bash)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v busybox >/dev/null || missing+=(busybox)  # the launcher is checked under a minimal POSIX sh
 # Browser tests (tests/browser): Debian's Chromium, driven by playwright-core (Playwright's
 # own browser downloads cannot work here); Node.js also builds the JupyterLab extension.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -21,6 +21,8 @@ if ! .cache/npm/node_modules/.bin/claude --version 2>/dev/null | grep -q "^$CLAU
     "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
 fi
 export CLAUDE_PODS_CLAUDE_BIN="${CLAUDE_PODS_CLAUDE_BIN:-$PWD/.cache/npm/node_modules/.bin/claude}"
+# The example course, unless you name your own courses directory.
+export CLAUDE_PODS_COURSES_DIR="${CLAUDE_PODS_COURSES_DIR:-$PWD/docs/example-courses}"
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

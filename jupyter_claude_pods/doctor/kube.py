@@ -15,10 +15,15 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import config as kube_config
 
-from ..sandbox.kubernetes.client import KubeClients, in_cluster, kubeconfig_paths, load_clients
+from ..sandbox.kubernetes.client import (
+    KubeClients,
+    Response,
+    in_cluster,
+    kubeconfig_paths,
+    load_clients,
+    read_response,
+)
 from .model import Check
-
-Response = tuple[int, dict[str, Any]]
 
 KUBECONFIG_HINT = (
     "Point the doctor at a kubeconfig (--kubeconfig FILE, $KUBECONFIG or ~/.kube/config; "
@@ -52,23 +57,12 @@ class Cluster:
         No retries: a doctor reports what it sees, at once.
         """
         try:
-            return await asyncio.wait_for(_call(call), self.request_timeout)
+            return await asyncio.wait_for(read_response(call), self.request_timeout)
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
             raise Unreachable(_describe(e)) from None
 
     async def close(self) -> None:
         await self.clients.close()
-
-
-async def _call(call: Callable[[], Awaitable[Any]]) -> Response:
-    resp = await call()
-    async with resp:
-        status = int(resp.status)
-        try:
-            body = await resp.json(content_type=None)
-        except ValueError:
-            body = {}
-    return status, body if isinstance(body, dict) else {}
 
 
 def _describe(e: BaseException) -> str:

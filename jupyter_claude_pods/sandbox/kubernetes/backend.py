@@ -20,13 +20,11 @@ from traitlets import Dict, Enum, Float, Integer, List, TraitError, Unicode, def
 from ..base import ProgressCallback, Sandbox, SandboxBackend, SandboxError, SandboxStream
 from ..spec import SandboxSpec, safe_slug, scrub_env
 from . import objects, podstate
-from .client import KubeClients, load_clients
+from .client import KubeClients, Response, load_clients, read_response
 from .options import SESSION_LABEL, PodOptions
 from .pss import ALLOWED_VOLUME_TYPES
 from .reflector import Pod, PodReflector
 from .stream import ChannelStream
-
-Response = tuple[int, dict[str, Any]]
 
 #: Volume sources that may hold the courses: what the "restricted" Pod Security
 #: Standard allows, minus what cannot hold a directory tree of files (emptyDir,
@@ -310,17 +308,6 @@ class KubernetesBackend(SandboxBackend):
 
     # ------------------------------------------------------------------ API calls
 
-    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Response:
-        """One API request with ``_preload_content=False``: (status, JSON body)."""
-        resp = await call()
-        async with resp:
-            status = int(resp.status)
-            try:
-                body = await resp.json(content_type=None)
-            except ValueError:
-                body = {}
-        return status, body if isinstance(body, dict) else {}
-
     async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Response:
         """Retry 5xx, 429, timeouts and connection errors with capped exponential backoff."""
         loop = asyncio.get_running_loop()
@@ -328,7 +315,7 @@ class KubernetesBackend(SandboxBackend):
         delay = 0.1
         while True:
             try:
-                status, body = await asyncio.wait_for(self._call(call), self.request_timeout)
+                status, body = await asyncio.wait_for(read_response(call), self.request_timeout)
                 if status < 500 and status != 429:
                     return status, body
                 error = f"HTTP {status} {body.get('message') or ''}".strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,23 @@ async def load_clients(kubeconfig: str = "", context: str = "") -> KubeClients:
         ws_core=client.CoreV1Api(api_client=ws),
         default_namespace=namespace,
     )
+
+
+#: An API answer read with ``_preload_content=False``: (HTTP status, JSON object body).
+Response = tuple[int, dict[str, Any]]
+
+
+async def read_response(call: Callable[[], Awaitable[Any]]) -> Response:
+    """Make one API request and read its status and JSON body (``{}`` if not an object).
+
+    Why raw responses: the generated models raise on error statuses and drop the API's
+    ``Status`` message, which is what a person needs to see (403 reasons, 409 names).
+    """
+    resp = await call()
+    async with resp:
+        status = int(resp.status)
+        try:
+            body = await resp.json(content_type=None)
+        except ValueError:
+            body = {}
+    return status, body if isinstance(body, dict) else {}

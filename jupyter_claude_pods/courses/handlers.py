@@ -18,7 +18,7 @@ import re
 import typing as t
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from .. import __version__
@@ -47,6 +47,22 @@ _STAGE_RE = re.compile(r"^[1-9][0-9]{0,5}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,127}$")
 
 
+async def ensure_service_started(handler: JupyterHandler) -> None:
+    """Open the course service (once) before a request uses it; 503 if it cannot.
+
+    The server's start hook opens it too, but a request can come first (and tests'
+    servers never run that hook); a failed start is retried by the next request.
+    """
+    start = handler.settings.get(START_SETTING)
+    if start is None:
+        return
+    try:
+        await start()
+    except Exception:
+        handler.log.exception("claude-pods: the course service could not start")
+        raise web.HTTPError(503, "course progress is unavailable") from None
+
+
 def valid_username(value: str) -> bool:
     """Whether ``value`` may name a learner in a URL (no ``..``, ``/``, NUL, spaces…)."""
     return bool(_USER_RE.fullmatch(value)) and ".." not in value
@@ -60,13 +76,7 @@ class CoursesAPIHandler(APIHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         """Make sure the progress store is open before any verb runs."""
         await super().prepare()
-        start = self.settings.get(START_SETTING)
-        if start is not None:
-            try:
-                await start()
-            except Exception:
-                self.log.exception("claude-pods: the course service could not start")
-                raise web.HTTPError(503, "course progress is unavailable") from None
+        await ensure_service_started(self)
 
     @property
     def service(self) -> CourseService:

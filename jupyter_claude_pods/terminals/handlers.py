@@ -19,7 +19,7 @@ from jupyter_server_terminals.api_handlers import TerminalHandler, TerminalRootH
 from jupyter_server_terminals.handlers import TermSocket
 from tornado import web
 
-from ..courses.handlers import CONFIG_SETTING, SERVICE_SETTING, START_SETTING
+from ..courses.handlers import CONFIG_SETTING, SERVICE_SETTING, ensure_service_started
 from ..identity import username as _username
 from .manager import CourseSession, SandboxTerminalManager
 
@@ -70,13 +70,7 @@ class OwnedTerminalRootHandler(TerminalRootHandler):
             if stage is not None:
                 raise web.HTTPError(400, "stage needs a course")
             return None
-        start = self.settings.get(START_SETTING)
-        if start is not None:
-            try:
-                await start()
-            except Exception:
-                self.log.exception("claude-pods: the course service could not start")
-                raise web.HTTPError(503, "course progress is unavailable") from None
+        await ensure_service_started(self)
         return await _manager(self).resolve_course(
             self.settings.get(SERVICE_SETTING),
             self.settings.get(CONFIG_SETTING),

@@ -285,11 +285,16 @@ async def main(n: int, idle: int) -> None:
         for sandbox, stream in held:
             await stream.close()
             await claude_backend.stop(sandbox)
-        *_, plain_proc = await bench.plain(claude_argv, CLAUDE_READY)
+        # The same number of unsandboxed CLIs at once: PSS splits the pages they share
+        # (the CLI binary) among them, so a lone process would look bigger.
+        plain_held = []
+        for _ in range(idle):
+            *_, plain_proc = await bench.plain(claude_argv, CLAUDE_READY)
+            plain_held.append(plain_proc)
         await asyncio.sleep(2)
-        assert plain_proc.proc is not None
-        plain_claude = tree_pss_kib(plain_proc.proc.pid)
-        await plain_proc.close()
+        per_plain = [tree_pss_kib(p.proc.pid) for p in plain_held if p.proc is not None]
+        for plain_proc in plain_held:
+            await plain_proc.close()
         *_, sandbox, stream = await bench.sandboxed(bash_backend, BASH_PROMPT)
         bash_sandbox = tree_pss_kib(int(sandbox.extra["pid"]))
         await stream.close()
@@ -304,7 +309,10 @@ async def main(n: int, idle: int) -> None:
             f"  per Claude Code sandbox  {statistics.median(per_claude) / mib:6.1f} MiB "
             f"(min {min(per_claude) / mib:.1f}, max {max(per_claude) / mib:.1f})"
         )
-        print(f"  unsandboxed Claude Code  {plain_claude / mib:6.1f} MiB")
+        print(
+            f"  unsandboxed Claude Code  {statistics.median(per_plain) / mib:6.1f} MiB "
+            f"({idle} at once)"
+        )
         print(
             f"  idle bash sandbox        {bash_sandbox / mib:6.1f} MiB (bash alone {bash_plain / mib:.1f} MiB)"
         )

@@ -266,12 +266,13 @@ async def test_root_state_dir_must_be_reachable_by_the_sandbox_user(
 
 
 def test_state_dir_must_be_private(tmp_path: Path) -> None:
+    from jupyter_claude_pods.sandbox.local.layout import check_base
+
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    backend = LocalBackend(home_base=str(shared), command=["true"])
     with pytest.raises(Exception, match="no one else can write to"):
-        backend._check_base(shared, 0o700)
+        check_base(shared, 0o700)
 
 
 async def read_until(stream: Any, marker: bytes, timeout: float = 10.0) -> bytes:

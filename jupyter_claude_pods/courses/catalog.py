@@ -467,7 +467,7 @@ def _load_seed(ctx: _Context) -> Course:
     else:
         # As in the seed, the whole directory is the material. Sandboxes then mask the
         # manifest names and this CLAUDE.md (its JSON block holds the answers); see
-        # terminals.manager.course_mount.
+        # terminals.courses.course_mount.
         log.debug("course %s (seed format): the course directory is its material", ctx.name)
     heading = _HEADING.search(tutor)
     return Course(

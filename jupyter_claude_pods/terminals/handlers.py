@@ -21,7 +21,8 @@ from tornado import web
 
 from ..courses.handlers import CONFIG_SETTING, SERVICE_SETTING, ensure_service_started
 from ..identity import username as _username
-from .manager import CourseSession, SandboxTerminalManager
+from .courses import CourseSession
+from .manager import SandboxTerminalManager
 
 #: Body fields of ``POST /api/terminals`` we accept (``cwd`` is the stock frontend's;
 #: a server-side path means nothing inside a sandbox, so it is ignored). ``course`` and

@@ -15,6 +15,11 @@ command -v busybox >/dev/null || missing+=(busybox)  # the launcher is checked u
 # own browser downloads cannot work here); Node.js also builds the JupyterLab extension.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs npm)
+# Image tests (tests/images): rootful podman with runc (tests/images/containers.conf, used
+# through CONTAINERS_CONF, says why) and debootstrap for the Debian base (no registry here).
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -67,6 +67,8 @@ if [ "$revision" != unknown ] && [ -n "$(git status --porcelain 2>/dev/null | he
   revision="$revision-dirty"
 fi
 source_url=$(git remote get-url origin 2>/dev/null || true)
+# Only a URL names the source (a clone of a local path has a path as its origin).
+case $source_url in https://* | git@* | ssh://*) ;; *) source_url="" ;; esac
 
 common=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision")
 [ -z "$source_url" ] || common+=(--build-arg "SOURCE_URL=$source_url")

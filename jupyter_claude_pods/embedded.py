@@ -12,6 +12,10 @@ standalone proxy (``ANTHROPIC_API_KEY`` or ``CLAUDE_PODS_KEY_FILE`` for the real
   127.0.0.1 TCP port used only by the server itself for admin calls (revocations);
 * its usage database lives in that state directory and goes away with it.
 
+Once the proxy holds the key, the server removes ``ANTHROPIC_API_KEY`` from its own
+environment: kernels, language servers and every other process it starts later would
+otherwise inherit it, and a notebook is arbitrary code.
+
 Without a key the proxy is not started at all: :attr:`EmbeddedProxy.problem` then says
 how to provide one, and the server shows it in every new terminal (sandboxes get no
 token, so Claude Code reports "Not logged in" instead of failing in obscure ways).
@@ -65,6 +69,8 @@ class EmbeddedProxy:
         self.admin_url = ""
         self.problem = ""
         self._server: ProxyServer | None = None
+        #: The key taken out of the environment (kept for a restart of the proxy).
+        self._env_key = ""
 
     @property
     def running(self) -> bool:
@@ -72,7 +78,7 @@ class EmbeddedProxy:
 
     def key_values(self) -> tuple[str, ...]:
         """The real key(s) in service now: values no sandbox may ever see."""
-        found = [os.environ.get("ANTHROPIC_API_KEY", "").strip()]
+        found = [os.environ.get("ANTHROPIC_API_KEY", "").strip(), self._env_key]
         if self._server is not None:
             with contextlib.suppress(KeyUnavailable):
                 found.append(self._server.keys.get())
@@ -81,14 +87,15 @@ class EmbeddedProxy:
     async def start(self) -> None:
         if self._server is not None:
             return
-        if not os.environ.get("ANTHROPIC_API_KEY", "").strip() and not os.environ.get(
-            "CLAUDE_PODS_KEY_FILE"
-        ):
+        env_key = os.environ.get("ANTHROPIC_API_KEY", "").strip() or self._env_key
+        if not env_key and not os.environ.get("CLAUDE_PODS_KEY_FILE"):
             self.problem = NO_KEY
             self.log.warning("claude-pods: %s", NO_KEY)
             return
         secret = secrets.token_urlsafe(48)
         environ = {k: v for k, v in os.environ.items() if k not in _OVERRIDDEN}
+        if env_key:
+            environ["ANTHROPIC_API_KEY"] = env_key
         environ.update(
             CLAUDE_PODS_TOKEN_SECRET=secret,
             CLAUDE_PODS_PROXY_HOST="127.0.0.1",
@@ -107,6 +114,12 @@ class EmbeddedProxy:
             return
         self.socket_path.chmod(self.socket_mode)
         self._server = server
+        if os.environ.pop("ANTHROPIC_API_KEY", None) is not None:
+            self._env_key = env_key
+            self.log.info(
+                "claude-pods: ANTHROPIC_API_KEY removed from the server's environment "
+                "(kernels and other processes it starts do not inherit it)"
+            )
         self.secret = secret.encode()
         self.admin_url = server.url
         self.log.info(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,3 +102,40 @@ async def test_a_bad_key_file_is_reported_without_its_content(
 def test_unix_socket_path_length_is_checked() -> None:
     with pytest.raises(ConfigError, match="too long"):
         ProxyConfig(token_secret=b"x" * 32, key_value="k" * 20, unix_socket="/" + "a" * 120)
+
+
+async def test_the_key_leaves_the_server_environment_once_the_proxy_holds_it(
+    server_env: None, dirs: tuple[Path, Path], fake_upstream: Any
+) -> None:
+    """Kernels and other children of the server must not inherit the real key."""
+    assert os.environ.get("ANTHROPIC_API_KEY") == SECRET_KEY
+    proxy = EmbeddedProxy(*dirs)
+    await proxy.start()
+    try:
+        assert proxy.running
+        assert "ANTHROPIC_API_KEY" not in os.environ
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import os; print(os.environ.get('ANTHROPIC_API_KEY', 'absent'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert child.stdout.strip() == "absent"
+        assert SECRET_KEY in proxy.key_values()  # still scrubbed from sandboxes by value
+        assert proxy.secret is not None
+        assert await post_unix(proxy.socket_path, mint_token(proxy.secret, "a", "s1", 60)) == 200
+    finally:
+        await proxy.stop()
+    # A restart of the proxy (same server) still has the key.
+    await proxy.start()
+    try:
+        assert proxy.running
+        assert proxy.secret is not None
+        assert await post_unix(proxy.socket_path, mint_token(proxy.secret, "a", "s2", 60)) == 200
+        assert dict(fake_upstream.requests[-1].headers)["X-Api-Key"] == SECRET_KEY
+    finally:
+        await proxy.stop()

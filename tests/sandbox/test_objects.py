@@ -647,3 +647,14 @@ def test_course_mount_refuses_paths_that_could_escape(fields: dict[str, Any]) ->
     }
     with pytest.raises(ValueError):
         CourseMount(**{**values, **fields})
+
+
+def test_extra_resource_limits_reach_only_the_limits_and_keep_the_pod_restricted() -> None:
+    """A GPU (or any extended resource) is asked for as a limit; the API server sets the
+    equal request. The pod stays restricted and schema-valid."""
+    pod = make_pod(make_spec(), make_options(extra_limits={"nvidia.com/gpu": "1"}))
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in resources.get("requests", {})
+    assert restricted_violations(pod) == []
+    kubernetes_validate.validate(pod, "1.34", strict=True)

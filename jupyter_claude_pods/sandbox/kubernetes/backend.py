@@ -85,6 +85,14 @@ class KubernetesBackend(SandboxBackend):
     ephemeral_storage_limit = Unicode(
         "2Gi", allow_none=True, config=True, help="ephemeral-storage limit (evicted past it)."
     )
+    extra_resource_limits = Dict(
+        value_trait=Unicode(),
+        default_value={},
+        config=True,
+        help="""Extended resources each sandbox gets, as limits (Kubernetes sets the equal
+        request), e.g. ``{"nvidia.com/gpu": "1"}`` with the NVIDIA device plugin. Only
+        sandboxes get them, unlike a LimitRange default, which also hits other pods.""",
+    )
     home_size_limit = Unicode("1Gi", config=True, help="sizeLimit of the home emptyDir.")
     tmp_size_limit = Unicode("512Mi", config=True, help="sizeLimit of the /tmp emptyDir.")
     home_dir = Unicode("/home/claude", config=True, help="Home directory inside the sandbox.")
@@ -283,6 +291,7 @@ class KubernetesBackend(SandboxBackend):
             memory_limit=self.memory_limit,
             ephemeral_storage_request=self.ephemeral_storage_request,
             ephemeral_storage_limit=self.ephemeral_storage_limit,
+            extra_limits=dict(self.extra_resource_limits),
             home_size_limit=self.home_size_limit,
             tmp_size_limit=self.tmp_size_limit,
             active_deadline_seconds=self.active_deadline_seconds,

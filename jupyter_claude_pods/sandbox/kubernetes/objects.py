@@ -188,6 +188,8 @@ def _resources(options: PodOptions) -> dict[str, dict[str, str]]:
         "cpu": options.cpu_limit,
         "memory": options.memory_limit,
         "ephemeral-storage": options.ephemeral_storage_limit,
+        # Extended resources cannot be overcommitted: the API server sets request = limit.
+        **options.extra_limits,
     }
     resources = {
         "requests": {k: v for k, v in requests.items() if v is not None},

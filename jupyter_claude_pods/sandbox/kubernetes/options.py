@@ -50,6 +50,8 @@ class PodOptions:
     memory_limit: str | None = "2Gi"
     ephemeral_storage_request: str | None = "256Mi"
     ephemeral_storage_limit: str | None = "2Gi"
+    #: Extended resources as limits (e.g. ``nvidia.com/gpu``); requests follow them.
+    extra_limits: dict[str, str] = field(default_factory=dict)
     home_size_limit: str = "1Gi"
     tmp_size_limit: str = "512Mi"
     active_deadline_seconds: int | None = 8 * 3600

@@ -34,6 +34,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from .accesslog import AccessLog, LoggingAccessLog
+from .bodypolicy import BodyPolicy
 from .config import ProxyConfig
 from .errors import error_body, new_request_id
 from .keys import KeySource
@@ -49,7 +50,6 @@ from .upstream import (
     SHUTDOWN,
     ForwardRequest,
     Reply,
-    parse_policy_fields,
     refused,
     unauthorized,
 )
@@ -87,6 +87,11 @@ class ProxyServer:
             config.db_path, flush_interval=config.flush_interval, retention=config.max_token_ttl
         )
         self.limiter = SlidingWindowLimiter(config.rate_limit_rpm)
+        self.body_policy = BodyPolicy(
+            allowed_models=config.allowed_models,
+            max_tokens_cap=config.max_tokens_cap,
+            allowed_server_tools=config.allowed_server_tools,
+        )
         #: session -> its forwarded requests in flight (concurrency cap, revocation)
         self.active: dict[str, set[ForwardRequest]] = {}
         self.in_flight = 0
@@ -210,44 +215,26 @@ class ProxyServer:
         return claims, None
 
     def check_body(self, req: ForwardRequest, body: bytes) -> Reply | None:
-        """Model allowlist and ``max_tokens`` cap (the body is only parsed when they are set)."""
-        cfg = self.config
-        cap = cfg.max_tokens_cap if req.route == "messages" else None
-        if cfg.allowed_models is None and cap is None:
+        """Every rule about the body, in one parse: server-side tools, the MCP connector and
+        containers (refused unless allowed: they would make the proxy an egress channel),
+        the model allowlist and the ``max_tokens`` cap. See :mod:`.bodypolicy`."""
+        checked = self.body_policy.check(body, req.route)
+        if isinstance(checked.model, str):
+            req.model = checked.model[:MAX_NAME_CHARS]
+        refusal = checked.refusal
+        if refusal is None:
             return None
-        fields = parse_policy_fields(body)
-        if fields is None:
-            return Reply(
-                400,
-                "invalid_request_error",
-                "The request body must be a JSON object.",
-                code="bad_body",
-                retry=False,
+        reply = Reply(400, "invalid_request_error", refusal.message, code=refusal.code, retry=False)
+        if refusal.detail:
+            claims = req.claims
+            log.warning(
+                "refused %s for user %s session %s (request %s); nothing forwarded",
+                refusal.detail,
+                claims.user if claims else None,
+                claims.session if claims else None,
+                reply.headers["request-id"],
             )
-        model, max_tokens = fields
-        if isinstance(model, str):
-            req.model = model[:MAX_NAME_CHARS]
-        if cfg.allowed_models is not None and model not in cfg.allowed_models:
-            shown = model[:100] if isinstance(model, str) else model
-            return Reply(
-                400,
-                "invalid_request_error",
-                f"model {shown!r} is not allowed by this proxy; allowed: "
-                + ", ".join(sorted(cfg.allowed_models)),
-                code="model_not_allowed",
-                retry=False,
-            )
-        if cap is not None and (
-            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens > cap
-        ):
-            return Reply(
-                400,
-                "invalid_request_error",
-                f"max_tokens must be an integer of at most {cap} on this proxy.",
-                code="max_tokens_cap",
-                retry=False,
-            )
-        return None
+        return reply
 
     def admit(self, req: ForwardRequest) -> Reply | None:
         """Budgets, concurrency and rate limit, in that order; registers the request."""

@@ -17,6 +17,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .bodypolicy import valid_tool_name
 from .tokens import check_secret
 
 __all__ = ["OPTIONS", "ConfigError", "ProxyConfig", "add_serve_arguments", "config_from_args"]
@@ -54,6 +55,8 @@ class ProxyConfig:
     max_concurrent_per_session: int = 4
     allowed_models: frozenset[str] | None = None
     max_tokens_cap: int | None = None
+    #: Server-side tool types (by family, e.g. ``web_search``, or full type) requests may use.
+    allowed_server_tools: frozenset[str] = frozenset()
     max_body_bytes: int = 32 * MIB
     connect_timeout: float = 10.0
     stall_timeout: float = 600.0
@@ -79,6 +82,15 @@ class ProxyConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.max_body_bytes <= 0 or self.max_upstream_connections <= 0:
             raise ConfigError("max_body_bytes and max_upstream_connections must be positive")
+        if isinstance(self.allowed_server_tools, str):
+            raise ConfigError("allowed_server_tools must be a set of names, not a string")
+        tools = frozenset(self.allowed_server_tools)
+        object.__setattr__(self, "allowed_server_tools", tools)
+        bad = sorted(t for t in tools if not valid_tool_name(t))
+        if bad:
+            raise ConfigError(
+                f"server tool names are lowercase letters, digits and _ (web_search), got {bad}"
+            )
         if self.unix_socket is not None and len(os.fsencode(self.unix_socket)) >= 108:
             raise ConfigError(
                 f"unix socket path too long (sun_path is 108 bytes): {self.unix_socket}"
@@ -127,11 +139,17 @@ class Option:
     dest: str
     type: Any
     help: str
+    #: The flag may be given several times (values are merged; any flag wins over the env).
+    repeatable: bool = False
 
 
 def _models(text: str) -> frozenset[str] | None:
     models = frozenset(m.strip() for m in text.split(",") if m.strip())
     return models or None
+
+
+def _server_tools(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
 
 
 def _optional_int(text: str) -> int | None:
@@ -197,6 +215,16 @@ OPTIONS: tuple[Option, ...] = (
         "largest max_tokens a request may ask for (default: no cap)",
     ),
     Option(
+        "--allow-server-tool",
+        "CLAUDE_PODS_ALLOWED_SERVER_TOOLS",
+        "allowed_server_tools",
+        _server_tools,
+        "server-side tool type requests may use, by name before the date suffix, e.g. "
+        "web_search (repeat the flag; comma-separated in the variable; default: none; "
+        "mcp_servers is always refused)",
+        repeatable=True,
+    ),
+    Option(
         "--max-body-bytes",
         "CLAUDE_PODS_MAX_BODY_BYTES",
         "max_body_bytes",
@@ -247,12 +275,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     defaults["db_path"] = default_db_path()
     for opt in OPTIONS:
         default = defaults.get(opt.dest)
-        shown = f"; default {default}" if default not in (None, MISSING) else ""
+        shown = f"; default {default}" if default not in (None, MISSING, frozenset()) else ""
         parser.add_argument(
             opt.flag,
             dest=opt.dest,
             type=opt.type,
             default=None,
+            action="append" if opt.repeatable else "store",
             help=f"{opt.help} [${opt.env}{shown}]",
         )
     parser.add_argument(
@@ -284,6 +313,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pr
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         value = getattr(args, opt.dest, None)
+        if opt.repeatable and value is not None:
+            value = frozenset().union(*value)
         if value is None and environ.get(opt.env):
             try:
                 value = opt.type(environ[opt.env])

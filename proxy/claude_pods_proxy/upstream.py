@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import json
 import math
 import time
 from collections.abc import Awaitable
@@ -672,14 +671,3 @@ class _UpstreamReply(httputil.HTTPMessageDelegate):
     def finish(self) -> None:
         self.done = True
         self.request.upstream_finish()
-
-
-def parse_policy_fields(body: bytes) -> tuple[Any, Any] | None:
-    """``(model, max_tokens)`` of a JSON request body, or ``None`` if it is not a JSON object."""
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    return obj.get("model"), obj.get("max_tokens")

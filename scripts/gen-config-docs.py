@@ -276,7 +276,7 @@ def _proxy_section() -> list[str]:
     ]
     for opt in OPTIONS:
         default = defaults.get(opt.dest)
-        shown = "—" if default in (None, dataclasses.MISSING) else f"`{default}`"
+        shown = "—" if default in (None, dataclasses.MISSING, frozenset()) else f"`{default}`"
         out.append(f"| `{opt.env}` | `{opt.flag}` | {shown} | {opt.help} |")
     out.append("")
     return out

@@ -91,6 +91,7 @@ class ProxyServer:
             allowed_models=config.allowed_models,
             max_tokens_cap=config.max_tokens_cap,
             allowed_server_tools=config.allowed_server_tools,
+            allow_url_sources=config.allow_url_sources,
         )
         #: session -> its forwarded requests in flight (concurrency cap, revocation)
         self.active: dict[str, set[ForwardRequest]] = {}
@@ -215,9 +216,10 @@ class ProxyServer:
         return claims, None
 
     def check_body(self, req: ForwardRequest, body: bytes) -> Reply | None:
-        """Every rule about the body, in one parse: server-side tools, the MCP connector and
-        containers (refused unless allowed: they would make the proxy an egress channel),
-        the model allowlist and the ``max_tokens`` cap. See :mod:`.bodypolicy`."""
+        """Every rule about the body, in one parse: server-side tools, the MCP connector,
+        containers and URL sources in content blocks (refused unless allowed: they would make
+        the proxy an egress channel), the model allowlist and the ``max_tokens`` cap. See
+        :mod:`.bodypolicy`."""
         checked = self.body_policy.check(body, req.route)
         if isinstance(checked.model, str):
             req.model = checked.model[:MAX_NAME_CHARS]

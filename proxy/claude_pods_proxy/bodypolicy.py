@@ -1,6 +1,6 @@
 """What a forwarded request body may ask for: checked once, before anything is forwarded.
 
-Three kinds of rules, all on the top level of the JSON body (``messages`` is not walked):
+Four kinds of rules, on the top level of the JSON body except the last one:
 
 * the operator's limits: the model allowlist and the ``max_tokens`` cap;
 * **no server-side tools** unless the operator allows them by name. Tools whose
@@ -15,7 +15,16 @@ Three kinds of rules, all on the top level of the JSON body (``messages`` is not
   URL the request names, with any credentials it carries. There is no option to allow
   it: an allowlist of servers would have to parse and pin URLs, and nothing in this
   project needs it. A ``container`` (reusing a code-execution container, with its
-  files) is refused unless code execution is allowed.
+  files) is refused unless code execution is allowed;
+* **no URL sources** unless the operator allows them: an image or document block whose
+  ``source`` is ``{"type": "url", "url": ...}`` makes Anthropic's servers GET that URL, so
+  a sandbox could send data out in its query string. The content blocks are walked (in
+  ``system``, ``messages[*].content``, ``tool_result`` content and a document's
+  ``"content"`` source), iteratively, touching only the ``content`` and ``source`` keys of
+  each block: a ``tool_use`` block's ``input`` is the client's own data and is not read,
+  and ``search_result`` blocks (whose ``source`` is a string) and base64, ``file`` or
+  ``text`` sources pass. The walk costs about 0.35 ms on a 600 kB Claude Code-like body
+  (870 messages; the JSON parse itself takes about 2 ms).
 
 Objects are decoded as tuples of ``(key, value)`` pairs (``object_pairs_hook=tuple``
 costs the same as decoding into dicts, measured on a 600 kB Claude Code-like body) so
@@ -103,6 +112,12 @@ class BodyCheck:
     refusal: BodyRefusal | None = None
 
 
+_HOW_TO_ALLOW_URLS = (
+    "; send the content itself instead (a base64 source or a file_id), or an operator can "
+    "allow URL sources with `claude-pods-proxy serve --allow-url-sources` "
+    "(or CLAUDE_PODS_ALLOW_URL_SOURCES=1)."
+)
+
 _HOW_TO_ALLOW = (
     "; an operator can allow it with `claude-pods-proxy serve --allow-server-tool {family}` "
     "(or CLAUDE_PODS_ALLOWED_SERVER_TOOLS={family})."
@@ -116,6 +131,7 @@ class BodyPolicy:
     allowed_models: frozenset[str] | None = None
     max_tokens_cap: int | None = None
     allowed_server_tools: frozenset[str] = frozenset()
+    allow_url_sources: bool = False
 
     @property
     def container_allowed(self) -> bool:
@@ -181,6 +197,8 @@ class BodyPolicy:
                 + _HOW_TO_ALLOW.format(family=CODE_EXECUTION),
                 "container",
             )
+        if not self.allow_url_sources:
+            return _check_url_sources(obj)
         return None
 
     def _check_tool(self, tool: Any) -> BodyRefusal | None:
@@ -220,4 +238,42 @@ def _duplicate_keys(where: str, pairs: Pairs) -> BodyRefusal:
         "duplicate_key",
         f"Duplicate keys in {where} ({shown}): this proxy refuses ambiguous JSON.",
         f"duplicate keys {shown} in {where}",
+    )
+
+
+def _check_url_sources(obj: dict[str, Any]) -> BodyRefusal | None:
+    """A refusal if any content block has a ``{"type": "url"}`` source.
+
+    Iterative (a list of pending values), so nesting depth costs memory, not stack. Every
+    pair of an object is looked at, not a dict of it: with a key given twice (``source``
+    in a block, ``type`` in a source) either value may be the one the API keeps, so a URL
+    in any of them is refused. Values of the wrong shape are skipped: the API rejects them.
+    """
+    pending: list[Any] = [obj.get("system"), obj.get("messages")]
+    pop, push, extend = pending.pop, pending.append, pending.extend
+    while pending:
+        value = pop()
+        if isinstance(value, list):  # messages, or blocks
+            extend(value)
+        elif isinstance(value, tuple):  # a message or a block
+            for key, item in value:
+                if key == "content":
+                    push(item)
+                elif key == "source" and isinstance(item, tuple):
+                    for source_key, source_item in item:
+                        if source_key == "type" and source_item == "url":
+                            return _url_source_refusal(value)
+                        if source_key == "content":  # a document made of blocks
+                            push(source_item)
+    return None
+
+
+def _url_source_refusal(block: Pairs) -> BodyRefusal:
+    kind = _shown(next((v for k, v in block if k == "type"), None))
+    return BodyRefusal(
+        "url_source_refused",
+        "This proxy does not forward content blocks whose source is a URL "
+        f'("source": {{"type": "url"}}, in a block of type {kind}): Anthropic\'s servers '
+        "would fetch the URL, which sandboxes must not reach" + _HOW_TO_ALLOW_URLS,
+        f"a URL source (block type {kind})",
     )

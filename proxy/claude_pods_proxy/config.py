@@ -57,6 +57,8 @@ class ProxyConfig:
     max_tokens_cap: int | None = None
     #: Server-side tool types (by family, e.g. ``web_search``, or full type) requests may use.
     allowed_server_tools: frozenset[str] = frozenset()
+    #: Forward content blocks with a ``{"type": "url"}`` source (Anthropic fetches the URL).
+    allow_url_sources: bool = False
     max_body_bytes: int = 32 * MIB
     connect_timeout: float = 10.0
     stall_timeout: float = 600.0
@@ -141,6 +143,8 @@ class Option:
     help: str
     #: The flag may be given several times (values are merged; any flag wins over the env).
     repeatable: bool = False
+    #: The flag takes no value (it turns the setting on); the variable is 1 or 0.
+    switch: bool = False
 
 
 def _models(text: str) -> frozenset[str] | None:
@@ -150,6 +154,15 @@ def _models(text: str) -> frozenset[str] | None:
 
 def _server_tools(text: str) -> frozenset[str]:
     return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1 or 0, got {text[:20]!r}")
 
 
 def _optional_int(text: str) -> int | None:
@@ -225,6 +238,16 @@ OPTIONS: tuple[Option, ...] = (
         repeatable=True,
     ),
     Option(
+        "--allow-url-sources",
+        "CLAUDE_PODS_ALLOW_URL_SOURCES",
+        "allow_url_sources",
+        _switch,
+        'forward image and document blocks whose source is a URL ({"type": "url"}), which '
+        "Anthropic's servers fetch: a way out for data from the sandbox (variable: 1 or 0; "
+        "default: refused)",
+        switch=True,
+    ),
+    Option(
         "--max-body-bytes",
         "CLAUDE_PODS_MAX_BODY_BYTES",
         "max_body_bytes",
@@ -276,6 +299,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     for opt in OPTIONS:
         default = defaults.get(opt.dest)
         shown = f"; default {default}" if default not in (None, MISSING, frozenset()) else ""
+        if opt.switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{opt.help} [${opt.env}]",
+            )
+            continue
         parser.add_argument(
             opt.flag,
             dest=opt.dest,

@@ -241,8 +241,15 @@ def _duplicate_keys(where: str, pairs: Pairs) -> BodyRefusal:
     )
 
 
+#: Source types whose data is in the request or already with the API (an uploaded file).
+#: Anything else is refused like ``url``: an allowlist, so that a future source type that
+#: fetches from somewhere is not forwarded before someone has looked at it.
+LOCAL_SOURCE_TYPES = frozenset({"base64", "file", "text", "content"})
+
+
 def _check_url_sources(obj: dict[str, Any]) -> BodyRefusal | None:
-    """A refusal if any content block has a ``{"type": "url"}`` source.
+    """A refusal if any content block has a source other than :data:`LOCAL_SOURCE_TYPES`
+    (``{"type": "url"}`` above all).
 
     Iterative (a list of pending values), so nesting depth costs memory, not stack. Every
     pair of an object is looked at, not a dict of it: with a key given twice (``source``
@@ -261,7 +268,9 @@ def _check_url_sources(obj: dict[str, Any]) -> BodyRefusal | None:
                     push(item)
                 elif key == "source" and isinstance(item, tuple):
                     for source_key, source_item in item:
-                        if source_key == "type" and source_item == "url":
+                        if source_key == "type" and not (
+                            isinstance(source_item, str) and source_item in LOCAL_SOURCE_TYPES
+                        ):
                             return _url_source_refusal(value)
                         if source_key == "content":  # a document made of blocks
                             push(source_item)
@@ -272,7 +281,8 @@ def _url_source_refusal(block: Pairs) -> BodyRefusal:
     kind = _shown(next((v for k, v in block if k == "type"), None))
     return BodyRefusal(
         "url_source_refused",
-        "This proxy does not forward content blocks whose source is a URL "
+        "This proxy does not forward content blocks whose source is a URL or any type "
+        "other than base64, file, text or content "
         f'("source": {{"type": "url"}}, in a block of type {kind}): Anthropic\'s servers '
         "would fetch the URL, which sandboxes must not reach" + _HOW_TO_ALLOW_URLS,
         f"a URL source (block type {kind})",

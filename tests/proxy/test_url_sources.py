@@ -374,3 +374,23 @@ def test_help_documents_the_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--allow-url-sources " in text
     assert "$CLAUDE_PODS_ALLOW_URL_SOURCES]" in text
     assert "ALLOW_URL_SOURCES; default" not in text
+
+
+#: Source types the proxy does not know are refused like ``url`` (an allowlist), whatever
+#: their shape: a future type that fetches must be looked at before it is forwarded.
+UNKNOWN_SOURCES = {
+    "unknown-type": {"type": "gcs", "uri": "gs://attacker-bucket/x"},
+    "type-list": {"type": ["url"], "url": "https://attacker.example/"},
+    "type-object-with-list": {"type": {"a": [1]}, "url": "https://attacker.example/"},
+    "type-null": {"type": None, "url": "https://attacker.example/"},
+}
+
+
+@pytest.mark.parametrize("path", ROUTES)
+@pytest.mark.parametrize("name", sorted(UNKNOWN_SOURCES))
+async def test_unknown_source_types_are_refused(
+    proxy: ProxyServer, fake_api: FakeAnthropicAPI, path: str, name: str
+) -> None:
+    body = payload(messages=user({"type": "image", "source": UNKNOWN_SOURCES[name]}))
+    assert_refused(await send(proxy, body, path), "source is a URL")
+    assert fake_api.requests == []

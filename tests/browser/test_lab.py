@@ -9,30 +9,49 @@ session, the Courses panel's quiz and checklist, live updates from the event str
 quota message, and the instructor table. Screenshots land in ``tests/browser/output/``;
 with ``CLAUDE_PODS_UPDATE_SCREENSHOTS=1`` they also replace those in ``docs/images/``.
 
-The extension under test is the build in ``jupyter_claude_pods/labextension`` (rebuilt
-here when ``labextension/`` sources are newer), put first on the lab's extension path,
-so an older copy installed in the environment cannot be tested by mistake. To test an
-installed wheel instead, set ``CLAUDE_PODS_BROWSER_PYTHON`` to the Python of a venv
-holding it and ``jupyterlab``: the lab then runs there, with what that venv installed.
+Every test runs twice, once per install (the ``install`` fixture):
+
+* ``checkout``: this checkout's build in ``jupyter_claude_pods/labextension`` (rebuilt
+  here when ``labextension/`` sources are newer), put first on the lab's extension path so
+  an older copy installed in the environment cannot be tested by mistake; the lab runs in
+  the test's own venv.
+* ``wheel``: what a user gets. A wheel built from this checkout (``pip wheel``, which ships
+  the build above thanks to ``skip-if-exists``) goes with the same ``jupyterlab`` into a
+  new, clean venv, pinned to the versions of the test's venv so only the packaging can
+  differ; the lab runs there with nothing of the checkout on its paths: the server
+  extension is enabled by the wheel's ``jupyter-config``, the labextension is the wheel's
+  prebuilt one. ``CLAUDE_PODS_BROWSER_PYTHON`` (the Python of a venv holding a wheel and
+  ``jupyterlab``, e.g. a release) replaces the built one.
+
+Only the checkout run's screenshots can replace ``docs/images/``; the wheel run's land in
+``tests/browser/output/wheel/``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Building and installing the wheel (cold: a new venv) comes on top of the lab's start and
+# the browser flow; every step below has its own, smaller timeout.
+pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -46,6 +65,11 @@ SHELL = ["bash", "--norc", "--noprofile", "-i"]
 SCREENSHOTS = {"launcher.png", "panel.png", "panel-dark.png", "instructor.png", "lab.png"}
 #: Files whose change makes the built extension stale.
 SOURCES = ("src", "style", "schema", "package.json")
+#: A venv holding a wheel and jupyterlab, tested instead of a wheel built from the checkout.
+INSTALLED_PYTHON = os.environ.get("CLAUDE_PODS_BROWSER_PYTHON")
+#: Variables that would let the lab import something else than the install under test.
+PYTHON_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _missing(message: str) -> None:
@@ -72,31 +96,48 @@ def _built_is_stale() -> bool:
     return any(_newest(EXTENSION_SRC / name) > built for name in SOURCES)
 
 
-#: A venv with the wheel installed, to test it instead of this checkout's build.
-INSTALLED_PYTHON = os.environ.get("CLAUDE_PODS_BROWSER_PYTHON")
+def _run(argv: list[str], what: str, timeout: float, **kwargs: Any) -> str:
+    """Run a step to completion; its output (stdout + stderr) only shows when it fails."""
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{what} failed ({done.returncode}):\n{output}"
+    return ANSI.sub("", output)
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without what points Python or Jupyter at other installs."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUPYTER", "CLAUDE_PODS")) and k not in PYTHON_VARS
+    }
+
+
+@dataclass(frozen=True)
+class Install:
+    """Where the lab under test comes from."""
+
+    name: str
+    #: The interpreter that runs ``jupyter lab`` (its venv's ``bin/`` holds ``jupyter``).
+    python: Path
+    #: That venv: the package and the labextension must come from below it.
+    prefix: Path
+    #: A labextension build put first on the extension path (the checkout's), or None.
+    extension: Path | None
 
 
 @pytest.fixture(scope="module")
-def built_extension() -> Path | None:
+def built_extension() -> Path:
     """The built labextension, rebuilt (development mode) when its sources changed."""
-    if INSTALLED_PYTHON:
-        return None
     if _built_is_stale():
         jlpm = shutil.which("jlpm", path=str(Path(sys.executable).parent))
         if jlpm is None or shutil.which("node") is None:
             _missing("the labextension is not built and jlpm/node are missing to build it")
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         for step in (["install"], ["build"]):
-            done = subprocess.run(
-                [str(jlpm), *step],
-                cwd=EXTENSION_SRC,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            assert done.returncode == 0, f"jlpm {step[0]} failed:\n{done.stdout}\n{done.stderr}"
+            _run([str(jlpm), *step], f"jlpm {step[0]}", 600, cwd=EXTENSION_SRC, env=env)
     return BUILT
 
 
@@ -112,6 +153,71 @@ def node_tools() -> Path:
     if shutil.which("bwrap") is None:
         _missing("bubblewrap is not installed (apt-get install bubblewrap)")
     return HERE
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(request: pytest.FixtureRequest) -> Iterator[Install]:
+    """A new venv holding the wheel built from this checkout and the same jupyterlab.
+
+    It lies in a world-searchable directory of its own, not below pytest's private tmp:
+    as root the sandboxes run as nobody, and the local backend refuses a policy
+    directory (inside the installed package) that nobody cannot reach.
+    """
+    if INSTALLED_PYTHON:
+        python = Path(INSTALLED_PYTHON)
+        prefix = _run(
+            [str(python), "-c", "import sys; print(sys.prefix)"], "python", 60, env=_clean_env()
+        )
+        yield Install("wheel", python, Path(prefix.splitlines()[-1]), None)
+        return
+    request.getfixturevalue("built_extension")  # the wheel ships this build
+    work = Path(tempfile.mkdtemp(prefix="cpods-browser-wheel-", dir="/tmp"))
+    try:
+        work.chmod(0o755)
+        env = _clean_env()
+        _run(
+            [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-w", str(work)],
+            "building the wheel",
+            300,
+            cwd=work,
+            env=env,
+        )
+        (wheel,) = work.glob("jupyter_claude_pods-*.whl")
+        # Pinned to this venv's versions: a failure is the packaging's, not a new release's.
+        freeze = _run(
+            [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], "pip freeze", 120
+        )
+        pins = [line for line in freeze.splitlines() if re.fullmatch(r"[\w.-]+==\S+", line)]
+        (work / "constraints.txt").write_text("\n".join(pins) + "\n")
+        venv = work / "venv"
+        _run([sys.executable, "-m", "venv", str(venv)], "creating a venv", 120, env=env)
+        python = venv / "bin" / "python"
+        _run(
+            [
+                str(python),
+                *("-m", "pip", "install", "--quiet", "--no-input"),
+                *("--constraint", str(work / "constraints.txt")),
+                str(wheel),
+                f"jupyterlab=={importlib.metadata.version('jupyterlab')}",
+            ],
+            "installing the wheel and jupyterlab",
+            600,
+            cwd=work,
+            env=env,
+        )
+        yield Install("wheel", python, venv, None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["checkout", "wheel"])
+def install(request: pytest.FixtureRequest, node_tools: Path) -> Install:
+    """The install whose lab is tested (node_tools first: skip before building anything)."""
+    if request.param == "wheel":
+        wheel: Install = request.getfixturevalue("wheel_venv")
+        return wheel
+    built: Path = request.getfixturevalue("built_extension")
+    return Install("checkout", Path(sys.executable), Path(sys.prefix), built)
 
 
 def _free_port() -> int:
@@ -131,10 +237,22 @@ def _write_courses(root: Path) -> None:
 class Lab:
     """A running ``jupyter lab`` subprocess and a tiny REST client for it."""
 
-    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        proc: subprocess.Popen[bytes],
+        log: Path,
+        install: Install,
+        env: dict[str, str],
+        cwd: Path,
+    ) -> None:
         self.url = url
         self.proc = proc
         self.log = log
+        self.install = install
+        #: The lab's environment and working directory, to ask its install questions.
+        self.env = env
+        self.cwd = cwd
 
     def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -151,15 +269,25 @@ class Lab:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def run(self, *argv: str) -> str:
+        """A command of the lab's install (``bin/``), in the lab's environment and cwd."""
+        return _run(
+            [str(self.install.python.parent / argv[0]), *argv[1:]],
+            " ".join(argv),
+            120,
+            cwd=self.cwd,
+            env=self.env,
+        )
+
 
 @pytest.fixture(scope="module")
 def lab(
-    built_extension: Path | None, node_tools: Path, tmp_path_factory: pytest.TempPathFactory
+    install: Install, node_tools: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lab]:
     # A short, searchable base: sandbox sockets live below it (108-byte path limit), and
     # as root the sandboxes run as nobody.
-    base = Path(tmp_path_factory.mktemp("lab"))
-    state = Path(f"/tmp/cpods-browser-{os.getpid()}")
+    base = Path(tmp_path_factory.mktemp(f"lab-{install.name}"))
+    state = Path(f"/tmp/cpods-browser-{os.getpid()}-{install.name}")
     state.mkdir(mode=0o711, exist_ok=True)
     state.chmod(0o711 if os.geteuid() == 0 else 0o700)
     # The sandbox user (nobody, as root) must reach the course material: keep it below
@@ -175,10 +303,9 @@ def lab(
     config_dir.mkdir()
     jupyter_path = base / "jupyter-path"
     (jupyter_path / "labextensions").mkdir(parents=True)
-    if built_extension is not None:
-        (jupyter_path / "labextensions" / "jupyter-claude-pods").symlink_to(built_extension)
-    config = {
-        "ServerApp": {"jpserver_extensions": {"jupyter_claude_pods": True}},
+    if install.extension is not None:
+        (jupyter_path / "labextensions" / "jupyter-claude-pods").symlink_to(install.extension)
+    config: dict[str, Any] = {
         "SandboxTerminalManager": {"backend": "local", "max_sandboxes_per_user": 1},
         "LocalBackend": {
             "home_base": str(state / "state"),
@@ -190,6 +317,9 @@ def lab(
             "progress_db": str(base / "progress.sqlite3"),
         },
     }
+    if install.name == "checkout":
+        # An installed wheel must enable its server extension by itself (jupyter-config).
+        config["ServerApp"] = {"jpserver_extensions": {"jupyter_claude_pods": True}}
     (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
     # No "get notified about Jupyter news?" toast over the screenshots.
     notification = base / "settings" / "@jupyterlab" / "apputils-extension"
@@ -197,7 +327,8 @@ def lab(
     (notification / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port = _free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "CLAUDE_PODS"))},
+        **_clean_env(),
+        "PATH": f"{install.python.parent}:{os.environ['PATH']}",
         "JUPYTER_CONFIG_DIR": str(config_dir),
         "JUPYTER_DATA_DIR": str(base / "data"),
         "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
@@ -211,7 +342,7 @@ def lab(
     }
     log = base / "lab.log"
     argv = [
-        INSTALLED_PYTHON or sys.executable,
+        str(install.python),
         "-m",
         "jupyterlab",
         "--no-browser",
@@ -228,7 +359,7 @@ def lab(
         argv.append("--allow-root")
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=root_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Lab(f"http://127.0.0.1:{port}", proc, log)
+    server = Lab(f"http://127.0.0.1:{port}", proc, log, install, env, root_dir)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -252,6 +383,67 @@ def lab(
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _sections(listing: str, header: str = "") -> dict[str, list[str]]:
+    """A ``jupyter ... extension list`` output as {directory: its stripped lines}."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in listing.splitlines():
+        if line.startswith(header + "/"):
+            current = sections.setdefault(line[len(header) :].strip(), [])
+        elif line.strip():
+            current.append(line.strip())
+    return sections
+
+
+def _below(path: str | Path, parent: Path) -> bool:
+    return Path(path).resolve().is_relative_to(parent.resolve())
+
+
+def test_lab_runs_the_install_under_test(lab: Lab) -> None:
+    """The lab's Python, labextension and server extension all come from one install."""
+    install = lab.install
+    imported = lab.run(
+        "python",
+        "-c",
+        "import json, jupyter_claude_pods as a, claude_pods_proxy as b; "
+        "print(json.dumps([a.__file__, b.__file__]))",
+    )
+    files: list[str] = json.loads(imported.splitlines()[-1])
+    # What the lab imports: never a checkout on the way (cwd, PYTHONPATH) for the wheel.
+    assert not _below(lab.cwd, ROOT)
+    assert not any(k in lab.env for k in PYTHON_VARS)
+    if install.name == "wheel":
+        assert all(_below(f, install.prefix) for f in files), files
+        assert not any(_below(f, ROOT / "jupyter_claude_pods") for f in files), files
+    else:
+        assert all(_below(f, ROOT) for f in files), files
+
+    labextensions = {
+        directory: [line for line in lines if line.split()[0] == "jupyter-claude-pods"]
+        for directory, lines in _sections(lab.run("jupyter", "labextension", "list")).items()
+    }
+    ours = {directory: lines for directory, lines in labextensions.items() if lines}
+    assert ours, f"jupyter-claude-pods is not listed: {labextensions}"
+    # The first directory listing it wins.
+    first, (line, *_) = next(iter(ours.items()))
+    assert " enabled " in line, line
+    assert " OK" in line, line
+    if install.name == "wheel":
+        assert list(ours) == [str(install.prefix / "share" / "jupyter" / "labextensions")], ours
+        assert line.endswith("(python, jupyter-claude-pods)"), f"not prebuilt: {line}"
+    else:
+        assert first == str(Path(lab.env["JUPYTER_PATH"]) / "labextensions"), ours
+
+    servers = _sections(lab.run("jupyter", "server", "extension", "list"), "Config dir: ")
+    version = importlib.metadata.version("jupyter-claude-pods")
+    enabling = [d for d, lines in servers.items() if "jupyter_claude_pods enabled" in lines]
+    assert enabling, f"jupyter_claude_pods is not enabled: {servers}"
+    assert all(f"jupyter_claude_pods {version} OK" in servers[d] for d in enabling), servers
+    if install.name == "wheel":
+        # Enabled by the wheel's jupyter-config alone (the lab's config leaves it out).
+        assert enabling == [str(install.prefix / "etc" / "jupyter")], servers
+
+
 def test_lab_extension_is_served(lab: Lab) -> None:
     """The lab lists our prebuilt extension with its settings schema."""
     with urllib.request.urlopen(f"{lab.url}/lab/api/settings?token={TOKEN}", timeout=10) as r:
@@ -268,7 +460,9 @@ def test_browser_flow(lab: Lab, node_tools: Path) -> None:
     status = lab.api("claude-pods/api/status")
     assert status["instructor"] is True  # no instructors list: the authorizer decides
     out_dir = HERE / "output"
-    out_dir.mkdir(exist_ok=True)
+    if lab.install.name != "checkout":
+        out_dir = out_dir / lab.install.name
+    out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
         old.unlink()
     env = {
@@ -302,7 +496,7 @@ def test_browser_flow(lab: Lab, node_tools: Path) -> None:
 
     shots = {p.name for p in out_dir.glob("*.png")}
     assert shots >= SCREENSHOTS, shots
-    if os.environ.get("CLAUDE_PODS_UPDATE_SCREENSHOTS") == "1":
+    if lab.install.name == "checkout" and os.environ.get("CLAUDE_PODS_UPDATE_SCREENSHOTS") == "1":
         images = ROOT / "docs" / "images"
         images.mkdir(parents=True, exist_ok=True)
         for name in sorted(SCREENSHOTS):

@@ -22,7 +22,7 @@ from traitlets import Bool
 
 from .courses import handlers as course_handlers
 from .courses.config import CoursesConfig
-from .events import progress_emitter, register_progress_schema
+from .events import progress_emitter, register_progress_schema, register_sandbox_schema
 from .terminals import SandboxTerminalManager
 from .terminals import handlers as terminal_handlers
 
@@ -71,6 +71,7 @@ class ClaudePodsApp(ExtensionApp):
         config = CoursesConfig(parent=self)
         event_logger = self.serverapp.event_logger
         register_progress_schema(event_logger)
+        register_sandbox_schema(event_logger)  # emitted by the terminal manager
         root = config.courses_root()
         self.courses = CourseService(
             CourseCatalog(root),

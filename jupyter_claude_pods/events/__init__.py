@@ -1,6 +1,6 @@
 """Structured events (jupyter_events) this extension emits.
 
-Progress changes are events rather than a bespoke push channel so that the stock
+Progress changes and sandbox state changes are events rather than a bespoke push channel so that the stock
 ``/api/events/subscribe`` websocket, its authorization and any configured event
 handlers (audit logs) all apply without extra code.
 """
@@ -16,12 +16,22 @@ from pathlib import Path
 PROGRESS_SCHEMA_ID = "https://jupyter-claude-pods.readthedocs.io/events/progress"
 #: Its YAML file, shipped inside the package.
 PROGRESS_SCHEMA_PATH = Path(__file__).with_name("progress.yaml")
+#: The ``$id`` of the sandbox (terminal state) schema.
+SANDBOX_SCHEMA_ID = "https://jupyter-claude-pods.readthedocs.io/events/sandbox"
+#: Its YAML file, shipped inside the package.
+SANDBOX_SCHEMA_PATH = Path(__file__).with_name("sandbox.yaml")
 
 
 def register_progress_schema(event_logger: t.Any) -> None:
     """Register the progress schema once (a second ExtensionApp init must not fail)."""
     if PROGRESS_SCHEMA_ID not in event_logger.schemas:
         event_logger.register_event_schema(PROGRESS_SCHEMA_PATH)
+
+
+def register_sandbox_schema(event_logger: t.Any) -> None:
+    """Register the sandbox schema once (a second ExtensionApp init must not fail)."""
+    if SANDBOX_SCHEMA_ID not in event_logger.schemas:
+        event_logger.register_event_schema(SANDBOX_SCHEMA_PATH)
 
 
 def progress_emitter(

@@ -22,6 +22,7 @@ from tornado import web
 from traitlets import Enum, Float, Integer, Unicode, default
 
 from ..credentials import SessionCredentials
+from ..events import SANDBOX_SCHEMA_ID
 from ..sandbox.base import SandboxBackend
 from ..sandbox.spec import SandboxSpec
 from .buffers import InlineExecutor
@@ -176,6 +177,7 @@ class SandboxTerminalManager(TerminalManager):
             ready=self.ensure_started,
             prepare=self._prepare_spec,
             on_exit=self._on_session_end,
+            on_state=self._announce_state,
             log=self.log,
             replay_chars=self.replay_buffer_chars,
             coalesce_interval=self.coalesce_interval,
@@ -279,6 +281,7 @@ class SandboxTerminalManager(TerminalManager):
         self._check_terminal(name)
         term = self.terminals.pop(name)
         RUNNING_TOTAL.dec()
+        term.set_state("terminated")
         term.disconnect_clients()
         self._reap(term)
         self.log.info("claude-pods: terminal %s of user %s terminated", name, term.owner)
@@ -317,6 +320,29 @@ class SandboxTerminalManager(TerminalManager):
     async def _close(self, term: SandboxTerminal) -> None:
         await term.aclose()
         await self.credentials.revoke(term.spec)
+
+    def _announce_state(self, term: SandboxTerminal) -> None:
+        """Emit a ``sandbox`` event for the terminal's new state (the panel listens).
+
+        Only what a listing of the terminal shows: never its spec's environment (which
+        holds the session token). Without the server's event logger (a manager built
+        outside a server), nothing is emitted. Errors propagate to the terminal, which
+        logs them.
+        """
+        event_logger = getattr(self.parent, "event_logger", None)
+        if event_logger is None:
+            return
+        event_logger.emit(
+            schema_id=SANDBOX_SCHEMA_ID,
+            data={
+                "terminal": term.term_name,
+                "user": term.owner,
+                "state": term.state,
+                "reason": term.reason or None,
+                "course": term.course,
+                "stage": term.stage,
+            },
+        )
 
     def _reap(self, term: SandboxTerminal) -> None:
         task = asyncio.create_task(self._close(term))

@@ -60,6 +60,7 @@ class SandboxTerminal:
         ready: Callable[[], Awaitable[None]],
         prepare: Callable[[SandboxSpec], tuple[SandboxSpec, str]],
         on_exit: Callable[[SandboxTerminal], None],  # called when the session ends
+        on_state: Callable[[SandboxTerminal], None] | None = None,  # after each state change
         log: logging.Logger | logging.LoggerAdapter[Any],
         replay_chars: int = 1 << 20,
         coalesce_interval: float = 0.005,
@@ -74,7 +75,7 @@ class SandboxTerminal:
         self.clients: list[Any] = []
         self.read_buffer = ReplayBuffer(replay_chars)
         self.last_activity = utcnow()
-        #: starting | running | failed | exited
+        #: starting | running | failed | exited | terminated (closed; set by the manager)
         self.state = "starting"
         self.reason = ""
         self.sandbox: Sandbox | None = None
@@ -87,6 +88,7 @@ class SandboxTerminal:
         self._ready = ready
         self._prepare = prepare
         self._on_exit = on_exit
+        self._on_state = on_state
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._input: asyncio.Queue[bytes | Resize] = asyncio.Queue()
@@ -111,6 +113,7 @@ class SandboxTerminal:
 
     def start(self) -> None:
         """Start the sandbox in the background (``POST /api/terminals`` must not wait)."""
+        self._announce()  # "starting": the terminal is listed from now on
         self._task = asyncio.create_task(self._run(), name=f"claude-pods-terminal-{self.term_name}")
 
     @property
@@ -142,7 +145,7 @@ class SandboxTerminal:
         self._stream = stream
         rows, cols = self._size or (self.spec.rows, self.spec.cols)
         await stream.resize(rows, cols)
-        self.state = "running"
+        self.set_state("running")
         self._progress("attached")
         writer = asyncio.create_task(self._write_loop(stream))
         reader = asyncio.create_task(self._read_loop(stream))
@@ -302,6 +305,30 @@ class SandboxTerminal:
         for client in list(self.clients):
             client.on_pty_read(text)
 
+    # ------------------------------------------------------------------ state
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        """Change the state and announce it (``on_state``); the one place states change.
+
+        Once ``terminated`` the terminal is gone for everyone, so a session task that
+        finishes a step after the close (say, attaches) must not bring it back to life.
+        """
+        if self.state == "terminated" or (state, reason) == (self.state, self.reason):
+            return
+        self.state, self.reason = state, reason
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell ``on_state``; its failure is logged, never raised into the session."""
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(self)
+        except Exception:
+            self.log.exception(
+                "claude-pods: announcing state %s of terminal %s failed", self.state, self.term_name
+            )
+
     # ------------------------------------------------------------------ status lines
 
     def _progress(self, line: str) -> None:
@@ -310,7 +337,7 @@ class SandboxTerminal:
         self._emit(f"{DIM}[claude-pods] {line}{RESET}\r\n")
 
     def _fail(self, message: str) -> None:
-        self.state, self.reason = "failed", message
+        self.set_state("failed", message)
         self.log.warning(
             "claude-pods: terminal %s of user %s failed: %s", self.term_name, self.owner, message
         )
@@ -319,7 +346,7 @@ class SandboxTerminal:
         self._emit(f"{DIM}[claude-pods] close this terminal and open a new one to retry{RESET}\r\n")
 
     def _exited(self, status: int) -> None:
-        self.state, self.reason = "exited", f"exit status {status}"
+        self.set_state("exited", f"exit status {status}")
         self.log.info(
             "claude-pods: terminal %s of user %s: program exited with status %s",
             self.term_name,

@@ -1,9 +1,9 @@
 /**
  * State behind the Courses panel, the launcher cards and the instructor table.
  *
- * Refreshes are driven by the server: progress events from the event bus, the stock
- * TerminalManager's `runningChanged`, and user actions. The only timer is a short
- * re-check while a course sandbox is starting (its state changes are not events).
+ * Refreshes are driven by the server: progress and sandbox-state events from the event
+ * bus, the stock TerminalManager's `runningChanged`, and user actions. There is no timer:
+ * a starting sandbox's state arrives as a `sandbox` event when it changes.
  */
 
 import { VDomModel } from '@jupyterlab/ui-components';
@@ -13,8 +13,15 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { focusStage } from './checklist';
 import { ClaudePodsClient } from './client';
 import { ApiError, describeError } from './errors';
-import { announce, isRelevant, parseProgressEvent } from './events';
-import { anyStarting, pickSession } from './sessions';
+import {
+  ISandboxEvent,
+  announce,
+  applySandboxEvent,
+  isRelevant,
+  parseProgressEvent,
+  parseSandboxEvent
+} from './events';
+import { pickSession } from './sessions';
 import type {
   ICourseDetail,
   ICourseProblem,
@@ -24,8 +31,6 @@ import type {
   IStatus,
   ITerminalModel
 } from './types';
-
-export const STARTING_RECHECK_MS = 2000;
 
 export interface IFeedback {
   correct: boolean;
@@ -142,17 +147,21 @@ export class CoursesModel extends VDomModel {
   }
 
   async refreshTerminals(): Promise<void> {
+    // Sandbox events that arrive while the list is being fetched may be newer than the
+    // answer: they are replayed over it.
+    const during: ISandboxEvent[] = [];
+    this._fetching.add(during);
+    let models: ITerminalModel[];
     try {
-      this.terminals = (await this.client.terminals()) ?? [];
+      models = (await this.client.terminals()) ?? [];
     } catch {
       // The page-level error comes from the course list; keep the last known sessions.
       return;
+    } finally {
+      this._fetching.delete(during);
     }
+    this.terminals = during.reduce((list, event) => applySandboxEvent(list, event).models, models);
     this.stateChanged.emit();
-    window.clearTimeout(this._recheck);
-    if (anyStarting(this.terminals) && !this.isDisposed) {
-      this._recheck = window.setTimeout(() => void this.refreshTerminals(), STARTING_RECHECK_MS);
-    }
   }
 
   toggle(id: string): void {
@@ -251,6 +260,11 @@ export class CoursesModel extends VDomModel {
 
   /** Handle one emission of the server's event stream. */
   handleEmission(emission: unknown): void {
+    const sandbox = parseSandboxEvent(emission);
+    if (sandbox) {
+      this._handleSandboxEvent(sandbox);
+      return;
+    }
     const event = parseProgressEvent(emission);
     if (!event || !isRelevant(event, this.status?.user, this.instructorOpen)) {
       return;
@@ -261,6 +275,24 @@ export class CoursesModel extends VDomModel {
     } else {
       this._progressEvent.emit(event);
     }
+  }
+
+  /** A sandbox of this user changed state: update its session in place. */
+  private _handleSandboxEvent(event: ISandboxEvent): void {
+    if (this.status?.user === undefined || event.user !== this.status.user) {
+      return;
+    }
+    for (const pending of this._fetching) {
+      pending.push(event);
+    }
+    const { models, known } = applySandboxEvent(this.terminals, event);
+    if (!known) {
+      // A terminal opened elsewhere (another tab, the stock launcher): load it once.
+      void this.refreshTerminals();
+      return;
+    }
+    this.terminals = models;
+    this.stateChanged.emit();
   }
 
   private async _refreshCourse(id: string): Promise<void> {
@@ -291,12 +323,8 @@ export class CoursesModel extends VDomModel {
     }
   }
 
-  dispose(): void {
-    window.clearTimeout(this._recheck);
-    super.dispose();
-  }
-
-  private _recheck = 0;
+  /** One array per terminal-list fetch in flight, collecting the events it may miss. */
+  private _fetching = new Set<ISandboxEvent[]>();
   private _coursesChanged = new Signal<this, void>(this);
   private _progressEvent = new Signal<this, IProgressEvent>(this);
 }

@@ -50,8 +50,3 @@ export function pickSession(
     mine.filter(m => sandboxStatus(m).state === state).pop();
   return byState('running') ?? byState('starting');
 }
-
-/** Whether any course session is still starting (the panel then refreshes the list). */
-export function anyStarting(models: ITerminalModel[]): boolean {
-  return models.some(m => m.claude_pods?.course && sandboxStatus(m).state === 'starting');
-}

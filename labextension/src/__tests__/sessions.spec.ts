@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { anyStarting, courseSessions, pickSession, sandboxStatus } from '../sessions';
+import { courseSessions, pickSession, sandboxStatus } from '../sessions';
 import type { ITerminalModel } from '../types';
 
 const term = (name: string, course: string | null, state: string, reason?: string): ITerminalModel => ({
@@ -37,10 +37,5 @@ describe('sessions', () => {
     });
     expect(sandboxStatus(models[4]).state).toBe('unknown');
     expect(sandboxStatus(term('9', 'x', 'weird')).state).toBe('unknown');
-  });
-
-  it('knows when a course sandbox is still starting', () => {
-    expect(anyStarting(models)).toBe(true);
-    expect(anyStarting([term('1', null, 'starting'), term('3', 'tb', 'running')])).toBe(false);
   });
 });

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,33 @@ def assert_refused(resp: RawResponse, *words: str) -> str:
     return message
 
 
+def assert_refused_quietly(
+    proxy: ProxyServer,
+    fake_api: FakeAnthropicAPI,
+    access_lines: list[str],
+    all_log_lines: list[str],
+    outcome: str,
+    is_refusal_line: Callable[[str], bool],
+) -> None:
+    """After a refusal of session ``sess-1`` (user alice): nothing reached the upstream,
+    nothing was charged, the metric, access log and log line name it, and no log line
+    holds the key, the token or the body."""
+    assert fake_api.requests == []
+    assert "sess-1" not in proxy.store.sessions  # no usage charged
+    assert proxy.store.session_cost("sess-1") == 0
+    assert rejections(outcome, proxy) == 1
+    entry = json.loads(access_lines[-1])
+    assert (entry["status"], entry["outcome"], entry["session"]) == (400, outcome, "sess-1")
+    refusals = [line for line in all_log_lines if is_refusal_line(line)]
+    assert refusals, all_log_lines
+    assert "sess-1" in refusals[0]
+    assert "alice" in refusals[0]
+    text = "\n".join(all_log_lines)
+    assert REAL_KEY not in text
+    assert token() not in text
+    assert "PROMPT-MARKER" not in text  # the body is never logged
+
+
 def rejections(reason: str, proxy: ProxyServer) -> float:
     value = proxy.metrics.registry.get_sample_value(
         "claude_pods_proxy_rejections_total", {"reason": reason}
@@ -99,24 +127,14 @@ async def test_each_server_tool_is_refused_and_nothing_is_forwarded(
         f"CLAUDE_PODS_ALLOWED_SERVER_TOOLS={family}",
     )
     assert "PROMPT-MARKER" not in message
-    assert fake_api.requests == []
-    assert "sess-1" not in proxy.store.sessions  # no usage charged
-    assert proxy.store.session_cost("sess-1") == 0
-    assert rejections("server_tool_refused", proxy) == 1
-    entry = json.loads(access_lines[-1])
-    assert (entry["status"], entry["outcome"], entry["session"]) == (
-        400,
+    assert_refused_quietly(
+        proxy,
+        fake_api,
+        access_lines,
+        all_log_lines,
         "server_tool_refused",
-        "sess-1",
+        lambda line: "refused" in line and tool["type"] in line,
     )
-    refusals = [line for line in all_log_lines if "refused" in line and tool["type"] in line]
-    assert refusals, all_log_lines
-    assert "sess-1" in refusals[0]
-    assert "alice" in refusals[0]
-    text = "\n".join(all_log_lines)
-    assert REAL_KEY not in text
-    assert token() not in text
-    assert "PROMPT-MARKER" not in text  # the body is never logged
 
 
 @pytest.mark.parametrize("path", ROUTES)

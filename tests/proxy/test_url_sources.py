@@ -5,18 +5,24 @@ Base64, file and text sources, and blocks without a source, pass byte for byte."
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from claude_pods_proxy.app import ProxyServer
 from claude_pods_proxy.cli import _parser
-from claude_pods_proxy.config import ConfigError, config_from_args
+from claude_pods_proxy.config import ConfigError
 
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 
-from .helpers import REAL_KEY, SECRET, token
-from .test_server_tools import ROUTES, assert_refused, payload, rejections, send
+from .test_server_tools import (
+    ROUTES,
+    assert_refused,
+    assert_refused_quietly,
+    parse,
+    payload,
+    rejections,
+    send,
+)
 
 #: What an exfiltrating URL looks like; it must never show up in a reply or a log line.
 URL = "https://attacker.example/collect?data=SANDBOX-SECRET-DATA"
@@ -135,26 +141,17 @@ async def test_url_sources_are_refused_and_nothing_is_forwarded(
     )
     assert "attacker.example" not in message
     assert "PROMPT-MARKER" not in message
-    assert fake_api.requests == []
-    assert "sess-1" not in proxy.store.sessions  # no usage charged
-    assert proxy.store.session_cost("sess-1") == 0
-    assert rejections("url_source_refused", proxy) == 1
-    entry = json.loads(access_lines[-1])
-    assert (entry["status"], entry["outcome"], entry["session"]) == (
-        400,
+    assert_refused_quietly(
+        proxy,
+        fake_api,
+        access_lines,
+        all_log_lines,
         "url_source_refused",
-        "sess-1",
+        lambda line: "refused a URL source" in line,
     )
-    refusals = [line for line in all_log_lines if "refused a URL source" in line]
-    assert refusals, all_log_lines
-    assert "sess-1" in refusals[0]
-    assert "alice" in refusals[0]
     text = "\n".join(all_log_lines)
-    assert REAL_KEY not in text
-    assert token() not in text
     assert "attacker.example" not in text  # nor the URL, nor what it carries
     assert "SANDBOX-SECRET-DATA" not in text
-    assert "PROMPT-MARKER" not in text  # the body is never logged
 
 
 @pytest.mark.parametrize("path", ROUTES)
@@ -338,11 +335,6 @@ async def test_a_url_source_behind_malformed_blocks_is_still_found(
     data = payload(messages=["hi", {"role": "user", "content": blocks}])
     assert_refused(await send(proxy, data, path), "source is a URL")
     assert fake_api.requests == []
-
-
-def parse(argv: list[str], environ: dict[str, str]) -> Any:
-    env = {"CLAUDE_PODS_TOKEN_SECRET": SECRET.decode(), "ANTHROPIC_API_KEY": "placeholder"}
-    return config_from_args(_parser().parse_args(["serve", *argv]), {**env, **environ})
 
 
 def test_option_is_off_by_default_and_set_by_flag_or_variable() -> None:

@@ -151,7 +151,8 @@ async def resolve_course(
     400 for a malformed id or stage, 404 when no courses are configured or the
     course or stage does not exist, 409 for a stage the learner has not unlocked
     (sequential courses), so a terminal cannot skip ahead of the quizzes. Without a
-    stage: the learner's next unfinished one.
+    stage: the learner's next unfinished one. Runs before the manager's ``create``,
+    which stays synchronous (its caps check must not be split by an ``await``).
     """
     if not valid_id(course_id):
         raise web.HTTPError(

@@ -21,12 +21,12 @@ from tornado import web
 
 from ..courses.handlers import CONFIG_SETTING, SERVICE_SETTING, ensure_service_started
 from ..identity import username as _username
-from .courses import CourseSession
+from .courses import CourseSession, resolve_course
 from .manager import SandboxTerminalManager
 
 #: Body fields of ``POST /api/terminals`` we accept (``cwd`` is the stock frontend's;
 #: a server-side path means nothing inside a sandbox, so it is ignored). ``course`` and
-#: ``stage`` open a course terminal (see :meth:`SandboxTerminalManager.resolve_course`).
+#: ``stage`` open a course terminal (see :func:`.courses.resolve_course`).
 CREATE_FIELDS = frozenset({"name", "cwd", "course", "stage"})
 
 
@@ -72,7 +72,7 @@ class OwnedTerminalRootHandler(TerminalRootHandler):
                 raise web.HTTPError(400, "stage needs a course")
             return None
         await ensure_service_started(self)
-        return await _manager(self).resolve_course(
+        return await resolve_course(
             self.settings.get(SERVICE_SETTING),
             self.settings.get(CONFIG_SETTING),
             owner,

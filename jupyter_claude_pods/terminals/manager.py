@@ -26,12 +26,8 @@ from ..events import SANDBOX_SCHEMA_ID
 from ..sandbox.base import SandboxBackend
 from ..sandbox.spec import SandboxSpec
 from .buffers import InlineExecutor
-from .courses import CourseSession, MarkerObserver, course_env, course_mount, resolve_course
+from .courses import CourseSession, MarkerObserver, course_env, course_mount
 from .terminal import SandboxTerminal
-
-if t.TYPE_CHECKING:
-    from ..courses.config import CoursesConfig
-    from ..courses.progress import CourseService
 
 _NAME = re.compile(r"^\w+$")
 BACKEND_ENV = "CLAUDE_PODS_BACKEND"
@@ -203,21 +199,6 @@ class SandboxTerminalManager(TerminalManager):
                 course.stage,
             )
         return self.get_terminal_model(name)
-
-    async def resolve_course(
-        self,
-        service: CourseService | None,
-        config: CoursesConfig | None,
-        user: str,
-        course_id: object,
-        stage: object = None,
-    ) -> CourseSession:
-        """The course and stage a new terminal of *user* starts at, or an HTTP error.
-
-        See :func:`.courses.resolve_course`. Runs before :meth:`create`, which stays
-        synchronous (its caps check must not be split by an ``await``).
-        """
-        return await resolve_course(service, config, user, course_id, stage)
 
     def _next_name(self) -> str:
         i = 1
